@@ -1,0 +1,146 @@
+"""Load a yaml with its base files, `variables:`, interpolation and command-line overrides.
+
+Layering order (later wins): each file named in `base:` (recursively, relative to the file naming it),
+then the file itself, then `key=value` overrides from the command line. `${variables.x}`, any other
+`${a.b}` and `${oc.env:VAR,default}` are resolved once at the end; `variables:` is then dropped, as in
+LLM Foundry. Every layer is kept so a problem can name the file that set the offending key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from llmfoundry.errors import UserError
+
+BASE_KEY = "base"
+VARIABLES_KEY = "variables"
+COMMAND_LINE = "command line"
+
+
+@dataclass
+class LoadedConfig:
+    """The resolved config as plain Python containers, plus where each key came from."""
+
+    data: dict[str, Any]
+    layers: list[tuple[str, dict[str, Any]]]
+
+    def origin(self, dotted_key: str) -> str:
+        """The last layer (file path or 'command line') that sets `dotted_key`, or its nearest parent."""
+        parts = _split_key(dotted_key)
+        while parts:
+            for name, raw in reversed(self.layers):
+                if _has_path(raw, parts):
+                    return name
+            parts = parts[:-1]
+        return self.layers[-1][0] if self.layers else "config"
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.data, sort_keys=False, default_flow_style=False)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> LoadedConfig:
+    """Read `path` and its bases, apply `overrides` (`a.b=value`), resolve interpolations."""
+    layers: list[tuple[str, DictConfig]] = []
+    _read_layers(Path(path), layers, stack=[])
+    if overrides:
+        layers.append((COMMAND_LINE, _parse_overrides(overrides)))
+    merged = OmegaConf.merge(*(cfg for _, cfg in layers)) if layers else OmegaConf.create({})
+    merged.pop(BASE_KEY, None)
+    raw_layers = [(name, OmegaConf.to_container(cfg, resolve=False)) for name, cfg in layers]
+    loaded = LoadedConfig(data={}, layers=raw_layers)  # type: ignore[arg-type]
+    try:
+        data = OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or ""
+        message = str(err).splitlines()[0]
+        raise UserError(f"{loaded.origin(key)}: {key or '<root>'}: cannot resolve: {message}") from None
+    assert isinstance(data, dict)
+    data.pop(VARIABLES_KEY, None)
+    loaded.data = data
+    return loaded
+
+
+def _read_layers(path: Path, layers: list[tuple[str, DictConfig]], stack: list[Path]) -> None:
+    resolved = path.resolve()
+    if resolved in stack:
+        chain = " -> ".join(str(p) for p in [*stack, resolved])
+        raise UserError(f"{path}: base files form a cycle: {chain}")
+    cfg = _read_yaml(path)
+    bases = cfg.get(BASE_KEY)
+    if bases is not None:
+        if isinstance(bases, str):
+            bases = [bases]
+        if not isinstance(bases, (list, tuple)) and not OmegaConf.is_list(bases):
+            raise UserError(f"{path}: {BASE_KEY}: expected a path or a list of paths, got {bases!r}")
+        for base in bases:
+            if not isinstance(base, str):
+                raise UserError(f"{path}: {BASE_KEY}: expected a path, got {base!r}")
+            _read_layers(path.parent / base, layers, [*stack, resolved])
+        cfg.pop(BASE_KEY)
+    layers.append((str(path), cfg))
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.exists():
+        raise UserError(f"{path}: no such config file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a yaml file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"{path}:{where}: invalid YAML: {problem}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: is not UTF-8 text") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    try:
+        return OmegaConf.create(raw)
+    except OmegaConfBaseException as err:
+        raise UserError(f"{path}: {str(err).splitlines()[0]}") from None
+
+
+def _parse_overrides(overrides: list[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise UserError(f"{COMMAND_LINE}: {item!r}: expected key=value (e.g. max_duration=20ba)")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as err:
+        raise UserError(f"{COMMAND_LINE}: {str(err).splitlines()[0]}") from None
+
+
+_INDEX = re.compile(r"\[(\d+)\]")
+
+
+def _split_key(dotted: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for piece in dotted.split("."):
+        name = _INDEX.split(piece)
+        if name[0]:
+            parts.append(name[0])
+        parts.extend(int(i) for i in name[1::2])
+    return parts
+
+
+def _has_path(raw: Any, parts: list[str | int]) -> bool:
+    node = raw
+    for part in parts:
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                return False
+        elif not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True

@@ -1,0 +1,18 @@
+"""The one exception type for user mistakes.
+
+Anything a user can cause (a bad yaml key, a missing file, malformed data) raises `UserError`; the CLI
+prints its message on one line (one line per problem when several are found at once) and exits 1 with no
+traceback. Everything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem in the user's input; `problems` holds one line per distinct mistake."""
+
+    def __init__(self, *problems: str) -> None:
+        if not problems:
+            raise ValueError("UserError needs at least one message")
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
