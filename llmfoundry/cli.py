@@ -77,6 +77,79 @@ def train(
     run_user_code(go)
 
 
+@app.command("convert-dataset")
+def convert_dataset(
+    inputs: list[str] = typer.Argument(..., help="Input files, directories (searched recursively) or globs.", show_default=False),
+    out: str = typer.Option(..., "--out", "-o", help="Output directory or s3://bucket/prefix (gets train/ and val/).", show_default=False),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", "-t", help="Local Hugging Face tokenizer dir (required for concat)."),
+    mode: str = typer.Option("concat", "--mode", help="concat: tokenize and pack into max-seq-len samples; text: store raw text."),
+    max_seq_len: int = typer.Option(2048, "--max-seq-len", help="Tokens per sample in concat mode."),
+    input_format: str = typer.Option("auto", "--input-format", help="auto (by extension), text, jsonl, parquet, arrow or pubmed."),
+    text_field: str = typer.Option("text", "--text-field", help="JSONL key (dotted paths ok) or parquet/arrow column holding the text."),
+    split_by: str = typer.Option("file", "--split-by", help="Plain text: one document per file, or per blank-line paragraph."),
+    val_fraction: float = typer.Option(0.0, "--val-fraction", help="Share of documents (by stable hash) written to val/."),
+    bos: bool = typer.Option(False, "--bos", help="Also put the tokenizer's bos token before each document."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Tokenizer processes; the output is identical for any count."),
+    shard_size: str = typer.Option("64mb", "--shard-size", help="Maximum shard size before compression, e.g. 64mb."),
+    compression: Optional[str] = typer.Option(None, "--compression", help="Shard compression: none, zstd, zstd:<level>, gz, br, snappy."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on the first bad record (invalid UTF-8, malformed JSON, missing field) instead of counting and skipping it."),
+    max_docs: Optional[int] = typer.Option(None, "--max-docs", help="Stop after this many documents."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output."),
+) -> None:
+    """Convert text, JSONL, parquet/arrow or PubMed XML into streaming MDS shards."""
+
+    def go() -> None:
+        from llmfoundry.data.convert import convert_dataset as run, format_summary
+
+        _choice("--mode", mode, ("concat", "text"))
+        _choice("--input-format", input_format, ("auto", "text", "jsonl", "parquet", "arrow", "pubmed"))
+        _choice("--split-by", split_by, ("file", "paragraph"))
+        summary = run(inputs, out, tokenizer=tokenizer, mode=mode, max_seq_len=max_seq_len,  # type: ignore[arg-type]
+                      input_format=input_format, text_field=text_field, split_by=split_by,  # type: ignore[arg-type]
+                      val_fraction=val_fraction, bos=bos, workers=workers, shard_size=shard_size,
+                      compression=compression, strict=strict, max_docs=max_docs, overwrite=overwrite)
+        typer.echo(format_summary(summary))
+        typer.echo(f"wrote {out}")
+
+    run_user_code(go)
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    inputs: list[str] = typer.Option(..., "--input", "-i", help="Input files, directories or globs (repeat the flag for several).", show_default=False),
+    out: str = typer.Option(..., "--out", "-o", help="Directory for the Hugging Face tokenizer.", show_default=False),
+    kind: str = typer.Option("bpe", "--kind", help="bpe (byte-level, GPT/MPT), wordpiece (BERT) or unigram (SentencePiece-style)."),
+    vocab_size: int = typer.Option(32000, "--vocab-size", help="Vocabulary size including special tokens."),
+    min_frequency: int = typer.Option(2, "--min-frequency", help="Minimum pair frequency for a merge (bpe, wordpiece)."),
+    input_format: str = typer.Option("auto", "--input-format", help="auto (by extension), text, jsonl, parquet, arrow or pubmed."),
+    text_field: str = typer.Option("text", "--text-field", help="JSONL key or parquet/arrow column holding the text."),
+    split_by: str = typer.Option("file", "--split-by", help="Plain text: one document per file or per blank-line paragraph."),
+    limit_docs: Optional[int] = typer.Option(None, "--limit-docs", help="Train on at most this many documents."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+) -> None:
+    """Train a tokenizer on your own text and save it as a Hugging Face tokenizer directory."""
+
+    def go() -> None:
+        from llmfoundry.data.tokenizer import train_tokenizer
+
+        _choice("--kind", kind, ("bpe", "wordpiece", "unigram"))
+        _choice("--input-format", input_format, ("auto", "text", "jsonl", "parquet", "arrow", "pubmed"))
+        _choice("--split-by", split_by, ("file", "paragraph"))
+        result = train_tokenizer(inputs, out, kind=kind, vocab_size=vocab_size,  # type: ignore[arg-type]
+                                 min_frequency=min_frequency, input_format=input_format,  # type: ignore[arg-type]
+                                 text_field=text_field, split_by=split_by, limit_docs=limit_docs,  # type: ignore[arg-type]
+                                 overwrite=overwrite)
+        typer.echo(f"trained a {result['kind']} tokenizer with {result['vocab_size']:,} tokens on "
+                   f"{result['documents']:,} documents -> {out}")
+
+    run_user_code(go)
+
+
+def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise UserError(f"{flag}: got {value!r}, expected one of {', '.join(allowed)}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="foundry")

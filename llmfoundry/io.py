@@ -1,0 +1,49 @@
+"""Atomic output directories: an interrupted command never leaves something that looks complete."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from llmfoundry.errors import UserError
+
+
+def check_output_dir(out: str | Path, *, overwrite: bool) -> Path:
+    """Fail early (before heavy work) if `out` cannot be written or would clobber data."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise UserError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{out}: cannot create its parent directory ({err.strerror})") from None
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{out}: parent directory {parent} is not writable")
+    return path
+
+
+@contextmanager
+def atomic_directory(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it replaces `out` by rename, on failure it is removed."""
+    path = check_output_dir(out, overwrite=overwrite)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        old = path.parent / f".{path.name}.old-{os.getpid()}"
+        path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(path)
