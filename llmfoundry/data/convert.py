@@ -203,8 +203,10 @@ def convert_dataset(
     remote = out if "://" in out else None
     if remote is None:
         check_output_dir(out, overwrite=overwrite)
-    tokenizer_json, prefix, suffix = _prepare_tokenizer(tokenizer, mode, bos)
+    elif not overwrite and _remote_has_data(remote):
+        raise UserError(f"{remote}: already holds data; pass --overwrite to replace it")
     paths = discover_inputs(inputs, input_format)
+    tokenizer_json, prefix, suffix = _prepare_tokenizer(tokenizer, mode, bos)
 
     summary = ConversionSummary(mode=mode, max_seq_len=max_seq_len if mode == "concat" else None,
                                 tokenizer=tokenizer, inputs=[str(p) for p in paths])
@@ -247,12 +249,31 @@ def _check_nonempty(summary: ConversionSummary) -> None:
         raise UserError(f"{', '.join(summary.inputs)}: no documents to convert ({reasons})")
 
 
+def _remote_has_data(remote: str) -> bool:
+    """Whether an s3:// prefix already holds objects (S3_ENDPOINT_URL selects an S3-compatible store)."""
+    import os
+    import urllib.parse
+
+    url = urllib.parse.urlparse(remote)
+    if url.scheme != "s3":
+        raise UserError(f"{remote}: only local paths and s3:// URLs are supported outputs")
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None)
+    try:
+        listing = client.list_objects_v2(Bucket=url.netloc, Prefix=url.path.strip("/") + "/", MaxKeys=1)
+    except (BotoCoreError, ClientError) as err:
+        raise UserError(f"{remote}: cannot list the bucket ({err})") from None
+    return listing.get("KeyCount", 0) > 0
+
+
 def _upload_json(summary: ConversionSummary, local: str, remote: str) -> None:
     from streaming.base.storage.upload import CloudUploader
 
     path = Path(local) / "conversion.json"
     path.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
-    CloudUploader.get(out=(local, remote), keep_local=True).upload_file("conversion.json")
+    CloudUploader.get(out=(local, remote), keep_local=True, exist_ok=True).upload_file("conversion.json")
 
 
 def _writer(local: str, remote: str | None, split: str, mode: Mode, size_limit: int, compression: str | None,
