@@ -1,7 +1,9 @@
 """`foundry convert-dataset`: raw documents -> mosaicml-streaming MDS shards, split into train/val.
 
-The pipeline is one direction: read documents (main process) -> batches -> tokenize in `workers` processes
-(ordered, so the shards are identical for any worker count) -> pack into fixed-length samples -> MDSWriter.
+The pipeline is one direction: read documents -> batches -> tokenize -> pack into fixed-length samples ->
+MDSWriter. Tokenization runs in the Rust `tokenizers` thread pool (`workers` threads, GIL released) on batch
+k+1 while Python reads and writes batch k; batches stay in order, so the shards are identical for any worker
+count. Threads beat processes here: no pickling of texts and token arrays, no interpreter start-up.
 `concat` mode joins documents with eos (and an optional bos) and cuts fixed `max_seq_len` samples, so document
 boundaries are recoverable from eos at train time; `text` mode stores raw text for tokenization at train time.
 The train/val split is a stable hash of each document's text, so it does not change between runs, worker
@@ -13,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import multiprocessing as mp
+import os
 import sys
 import time
 from collections import Counter
@@ -30,7 +32,7 @@ from llmfoundry.io import atomic_directory, check_output_dir
 
 Mode = Literal["concat", "text"]
 SPLITS = ("train", "val")
-_BATCH_DOCS = 256
+_BATCH_DOCS = 1024
 
 
 @dataclass
@@ -77,7 +79,7 @@ def split_of(text: str, val_fraction: float) -> int:
     return 1 if int.from_bytes(digest, "little") / 2**64 < val_fraction else 0
 
 
-# Worker state: set once per process by _init_worker.
+# Tokenizer state for one conversion, set by _init_worker.
 _WORKER: dict[str, Any] = {}
 
 
@@ -199,6 +201,7 @@ def convert_dataset(
     if workers < 1:
         raise UserError(f"--workers: got {workers}, expected at least 1")
     size_limit = _parse_size(shard_size)
+    os.environ.setdefault("RAYON_NUM_THREADS", str(workers))  # read when the tokenizers thread pool starts
     compression = None if compression in (None, "", "none") else compression
     remote = out if "://" in out else None
     if remote is None:
@@ -298,15 +301,8 @@ def _write(docs: Iterator[str], local: str, remote: str | None, summary: Convers
            size_limit: int, compression: str | None, max_seq_len: int, overwrite: bool, progress: bool) -> None:
     writers = [_writer(local, remote, split, mode, size_limit, compression, overwrite) for split in SPLITS]
     packers = [_Packer(max_seq_len) for _ in SPLITS]
-    init_args = (tokenizer_json, prefix, suffix, val_fraction)
-    batches = _batched(docs, _BATCH_DOCS)
-    pool = None
-    if workers > 1 and mode == "concat":
-        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init_args)
-        results: Iterator[Any] = pool.imap(_tokenize_batch, batches, chunksize=1)
-    else:
-        _init_worker(*init_args)
-        results = map(_tokenize_batch if mode == "concat" else _split_batch, batches)
+    _init_worker(tokenizer_json, prefix, suffix, val_fraction)
+    results = _pipelined(_tokenize_batch if mode == "concat" else _split_batch, _batched(docs, _BATCH_DOCS))
     reporter = _Progress(enabled=progress)
     try:
         for result in results:
@@ -330,8 +326,21 @@ def _write(docs: Iterator[str], local: str, remote: str | None, summary: Convers
             writer.finish()
     finally:
         reporter.close()
-        if pool is not None:
-            pool.terminate()
+
+
+def _pipelined(fn: Any, batches: Iterator[list[str]]) -> Iterator[Any]:
+    """Yield fn(batch) in order, computing the next one in a background thread meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        pending = None
+        for batch in batches:
+            future = executor.submit(fn, batch)
+            if pending is not None:
+                yield pending.result()
+            pending = future
+        if pending is not None:
+            yield pending.result()
 
 
 class _Progress:
