@@ -1,0 +1,79 @@
+"""GPT: the GPT-2 architecture (learned positions, biases, LayerNorm, tanh-GELU, tied head).
+
+This is the PubMed GPT / BioMedLM recipe: Hugging Face's GPT-2 architecture with a fast attention backend.
+It is the MPT module with GPT-2's options fixed, so there is one decoder implementation to trust; the
+parameter names are therefore MPT's, and export maps them to `GPT2LMHeadModel`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from llmfoundry.models.mpt import MPT, ActFnConfig, AttnConfig, FfnConfig, InitConfig, MptArgs
+from llmfoundry.models.presets import apply_preset
+
+
+@dataclass
+class GptArgs:
+    name: Literal["gpt2", "gpt"] = "gpt2"
+    """Model family."""
+    preset: str | None = None
+    """gpt2-small, gpt2-medium, gpt2-large, biomedlm-2.7b or gpt-tiny."""
+    d_model: int = 768
+    """Hidden size (GPT-2's n_embd)."""
+    n_heads: int = 12
+    """Attention heads (n_head)."""
+    n_layers: int = 12
+    """Transformer blocks (n_layer)."""
+    max_seq_len: int = 1024
+    """Positions (n_positions)."""
+    vocab_size: int = 50257
+    """Vocabulary size; padded up to a multiple of pad_vocab_multiple."""
+    pad_vocab_multiple: int = 128
+    """Pad the embedding to a multiple of this (1 disables)."""
+    dropout: float = 0.0
+    """Embedding, residual and attention dropout (GPT-2 used 0.1)."""
+    layer_norm_eps: float = 1e-5
+    """LayerNorm epsilon."""
+    init_std: float = 0.02
+    """Normal init std; residual projections are scaled by 1/sqrt(2 * n_layers) as in GPT-2."""
+    attn_impl: Literal["torch", "sdpa", "flex", "flash"] = "sdpa"
+    """Attention backend."""
+    attn_uses_sequence_id: bool = False
+    """Keep attention inside documents of a packed sample."""
+    z_loss: float = 0.0
+    """z-loss coefficient."""
+    loss_chunk_size: int = 4096
+    """Tokens per chunk of the output projection + cross-entropy."""
+
+    @classmethod
+    def config_expand(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        return apply_preset(raw, GPT_PRESETS)
+
+    def to_mpt(self) -> MptArgs:
+        return MptArgs(
+            d_model=self.d_model, n_heads=self.n_heads, n_layers=self.n_layers, max_seq_len=self.max_seq_len,
+            vocab_size=self.vocab_size, pad_vocab_multiple=self.pad_vocab_multiple, resid_pdrop=self.dropout,
+            emb_pdrop=self.dropout, learned_pos_emb=True, no_bias=False, norm_type="layernorm",
+            norm_eps=self.layer_norm_eps, tie_word_embeddings=True, z_loss=self.z_loss,
+            loss_chunk_size=self.loss_chunk_size,
+            attn_config=AttnConfig(attn_impl=self.attn_impl, attn_pdrop=self.dropout,
+                                   attn_uses_sequence_id=self.attn_uses_sequence_id),
+            ffn_config=FfnConfig(ffn_type="mptmlp", ffn_act_fn=ActFnConfig(name="gelu_tanh")),
+            init_config=InitConfig(name="normal_", init_std=self.init_std, init_div_is_residual=True),
+        )
+
+
+GPT_PRESETS: dict[str, dict[str, Any]] = {
+    "gpt-tiny": {"d_model": 128, "n_heads": 4, "n_layers": 2, "max_seq_len": 256},
+    "gpt2-small": {"d_model": 768, "n_heads": 12, "n_layers": 12},
+    "gpt2-medium": {"d_model": 1024, "n_heads": 16, "n_layers": 24},
+    "gpt2-large": {"d_model": 1280, "n_heads": 20, "n_layers": 36},
+    # BioMedLM (PubMed GPT 2.7B): GPT-2 architecture with a 28896-token biomedical BPE vocabulary.
+    "biomedlm-2.7b": {"d_model": 2560, "n_heads": 20, "n_layers": 32, "max_seq_len": 1024, "vocab_size": 28896},
+}
+
+
+def build_gpt(args: GptArgs) -> MPT:
+    return MPT(args.to_mpt())
