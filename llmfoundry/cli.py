@@ -145,6 +145,52 @@ def tokenizer_train(
     run_user_code(go)
 
 
+@app.command("inference-convert")
+def inference_convert(
+    src: str = typer.Argument(..., help="A run folder (uses checkpoints/latest) or one checkpoint folder.", show_default=False),
+    out: str = typer.Argument(..., help="Output Hugging Face model directory.", show_default=False),
+    dtype: str = typer.Option("fp32", "--dtype", help="Weight dtype: fp32, bf16 or fp16."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+) -> None:
+    """Export a checkpoint as a Hugging Face directory (safetensors, config, tokenizer) for transformers."""
+
+    def go() -> None:
+        from llmfoundry.checkpoint.reader import load_model_from_checkpoint
+        from llmfoundry.export.hf import export_model
+
+        if dtype not in ("fp32", "bf16", "fp16"):
+            raise UserError(f"--dtype: got {dtype!r}, expected fp32, bf16 or fp16")
+        model, config = load_model_from_checkpoint(src)
+        tokenizer_dir = (config.get("tokenizer") or {}).get("name")
+        result = export_model(model, out, tokenizer_dir=tokenizer_dir, dtype=dtype, overwrite=overwrite)
+        typer.echo(f"wrote {out}: transformers {result['class']} ({result['dtype']}); loads with "
+                   f"AutoModel*.from_pretrained('{out}'), no trust_remote_code needed")
+
+    run_user_code(go)
+
+
+@app.command()
+def generate(
+    model_dir: str = typer.Argument(..., help="An exported Hugging Face model directory.", show_default=False),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="Text to continue.", show_default=False),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Tokens to generate."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass."),
+    greedy: bool = typer.Option(False, "--greedy", help="Greedy decoding (deterministic)."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a modeling file shipped in the directory."),
+) -> None:
+    """Sample a continuation of a prompt from an exported model."""
+
+    def go() -> None:
+        from llmfoundry.export.generate import generate as run
+
+        typer.echo(run(model_dir, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                       greedy=greedy, seed=seed, trust_remote_code=trust_remote_code))
+
+    run_user_code(go)
+
+
 def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise UserError(f"{flag}: got {value!r}, expected one of {', '.join(allowed)}")

@@ -1,0 +1,1 @@
+"""Checkpoints: torch.distributed.checkpoint folders with the resolved config beside the weights."""
