@@ -1,0 +1,109 @@
+"""Exports load in plain transformers offline with our logits; imports round-trip bitwise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+from llmfoundry.checkpoint.reader import load_model_from_checkpoint, save_model_checkpoint
+from llmfoundry.config import build
+from llmfoundry.errors import UserError
+from llmfoundry.export.hf import export_model, import_hf, native_target
+from llmfoundry.models import ModelConfig, build_model
+from tests.conftest import run_cli
+
+NATIVE = {
+    "mpt": ({"name": "mpt", "preset": "mpt-tiny", "vocab_size": 1000}, "MptForCausalLM"),
+    "gpt2": ({"name": "gpt2", "preset": "gpt-tiny", "vocab_size": 1000}, "GPT2LMHeadModel"),
+    "llama": ({"name": "mpt", "preset": "mpt-tiny", "vocab_size": 1000, "norm_type": "rmsnorm",
+               "learned_pos_emb": False, "tie_word_embeddings": False,
+               "attn_config": {"alibi": False, "rope": True, "kv_n_heads": 2},
+               "ffn_config": {"ffn_type": "mptglu", "ffn_act_fn": {"name": "silu"}}}, "LlamaForCausalLM"),
+    "bert": ({"name": "bert", "preset": "bert-tiny", "classic": True, "unpad": False, "norm_type": "layernorm",
+              "vocab_size": 1000}, "BertForMaskedLM"),
+}
+
+
+def make(raw):
+    torch.manual_seed(0)
+    model = build_model(build(ModelConfig, raw))
+    model.init_weights()
+    return model.eval()
+
+
+@pytest.mark.parametrize("family", list(NATIVE))
+def test_native_export_matches_and_round_trips(tmp_path, family):
+    raw, cls_name = NATIVE[family]
+    model = make(raw)
+    result = export_model(model, tmp_path / "hf", tokenizer_dir=None)
+    assert result["class"] == cls_name
+    auto = AutoModelForMaskedLM if family == "bert" else AutoModelForCausalLM
+    hf = auto.from_pretrained(str(tmp_path / "hf"), local_files_only=True).eval()
+    assert type(hf).__name__ == cls_name
+    x = torch.randint(0, 1000, (2, 24))
+    with torch.no_grad():
+        assert (model(x) - hf(x).logits).abs().max() <= 1e-5
+    back = import_hf(tmp_path / "hf")
+    assert set(back.state_dict()) == set(model.state_dict())
+    assert all(torch.equal(v, back.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_non_native_configs_say_why():
+    target, reason = native_target(make({"name": "mpt", "preset": "mpt-tiny", "vocab_size": 1000,
+                                         "attn_config": {"kv_n_heads": 2}}))
+    assert target is None and "multi-head attention" in reason
+    target, reason = native_target(make({"name": "bert", "preset": "bert-tiny", "vocab_size": 1000}))
+    assert target is None and "MosaicBERT" in reason
+    with pytest.raises(UserError, match="no transformers class has this model's exact math"):
+        export_model(make({"name": "bert", "preset": "bert-tiny", "vocab_size": 1000}), "/tmp/never", tokenizer_dir=None)
+
+
+def test_bf16_export(tmp_path):
+    export_model(make(NATIVE["mpt"][0]), tmp_path / "hf", tokenizer_dir=None, dtype="bf16")
+    hf = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), local_files_only=True, dtype="auto")
+    assert hf.dtype == torch.bfloat16
+
+
+def test_checkpoint_reader_and_errors(tmp_path, gpt2_tokenizer_dir):
+    config = {"model": {"name": "mpt", "preset": "mpt-tiny", "vocab_size": 50257},
+              "tokenizer": {"name": str(gpt2_tokenizer_dir)}}
+    model = make(config["model"])
+    save_model_checkpoint(model, config, tmp_path / "run" / "checkpoints" / "step-00000004")
+    with pytest.raises(UserError, match="no complete checkpoint yet"):
+        load_model_from_checkpoint(tmp_path / "run")
+    (tmp_path / "run" / "checkpoints" / "latest").write_text("step-00000004\n")
+    loaded, cfg = load_model_from_checkpoint(tmp_path / "run")
+    assert cfg["model"]["preset"] == "mpt-tiny"
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    with pytest.raises(UserError, match="no such run or checkpoint folder"):
+        load_model_from_checkpoint(tmp_path / "nope")
+    (tmp_path / "run" / "checkpoints" / "latest").write_text("step-00000099\n")
+    with pytest.raises(UserError, match="missing or incomplete"):
+        load_model_from_checkpoint(tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_cli_inference_convert_and_generate(tmp_path, gpt2_tokenizer_dir):
+    config = {"model": {"name": "mpt", "preset": "mpt-tiny", "vocab_size": 50257},
+              "tokenizer": {"name": str(gpt2_tokenizer_dir)}}
+    model = make(config["model"])
+    ckpt = save_model_checkpoint(model, config, tmp_path / "ckpt")
+    result = run_cli("inference-convert", str(ckpt), str(tmp_path / "hf"), "--dtype", "fp32")
+    assert result.returncode == 0, result.stderr
+    assert "MptForCausalLM" in result.stdout
+    result = run_cli("inference-convert", str(ckpt), str(tmp_path / "hf"))
+    assert result.returncode == 1 and "not empty; pass --overwrite" in result.stderr
+    result = run_cli("generate", str(tmp_path / "hf"), "--prompt", "The patient", "--greedy",
+                     "--max-new-tokens", "6")
+    assert result.returncode == 0, result.stderr
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    hf = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"))
+    ids = tok("The patient", return_tensors="pt").input_ids
+    expected = tok.decode(hf.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.eos_token_id)[0, ids.shape[1]:],
+                          skip_special_tokens=True)
+    assert result.stdout.rstrip("\n") == expected
+    result = run_cli("generate", str(tmp_path), "--prompt", "x")
+    assert result.returncode == 1 and "no config.json" in result.stderr
