@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from llmfoundry.config.duration import Duration
 from llmfoundry.errors import UserError
+from llmfoundry.models import ModelConfig
 
 
 @dataclass
@@ -201,8 +202,8 @@ class LoggersConfig:
 
 @dataclass
 class TrainConfig:
-    model: dict[str, Any]
-    """The model: `name` picks the family (mpt_causal_lm, gpt, mosaicbert, hf_causal_lm), `preset` fills defaults."""
+    model: ModelConfig
+    """The model: `name` picks the family (mpt_causal_lm|mpt, gpt2|gpt, mosaic_bert|bert), `preset` fills defaults."""
     tokenizer: TokenizerConfig
     """The tokenizer (a local directory)."""
     train_loader: LoaderConfig
