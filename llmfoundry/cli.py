@@ -61,6 +61,7 @@ def train(
     config: Path = CONFIG_ARG,
     overrides: Optional[list[str]] = OVERRIDES_ARG,
     print_config: bool = typer.Option(False, "--print-config", help="Print the fully resolved config and exit."),
+    nproc: int = typer.Option(0, "--nproc", help="Launch this many processes on this machine with torchrun."),
 ) -> None:
     """Pretrain or finetune a model described by a YAML config."""
 
@@ -68,11 +69,19 @@ def train(
         from llmfoundry.config import load_typed
         from llmfoundry.config.schema import TrainConfig
 
-        _, loaded = load_typed(TrainConfig, config, overrides or [])
+        cfg, loaded = load_typed(TrainConfig, config, overrides or [])
         if print_config:
             typer.echo(loaded.to_yaml(), nl=False)
             return
-        raise UserError("the training loop is not available yet in this build; use --print-config to check a config")
+        if nproc > 0:
+            import os
+
+            args = ["torchrun", f"--nproc_per_node={nproc}", "-m", "llmfoundry.cli", "train", str(config),
+                    *(overrides or [])]
+            os.execvp(sys.executable, [sys.executable, "-m", "torch.distributed.run", *args[1:]])
+        from llmfoundry.train.loop import train as run
+
+        run(cfg, loaded)
 
     run_user_code(go)
 

@@ -1,0 +1,43 @@
+"""Parallelism applied from outside an unmodified model, as an ordered list of pure `apply_*` steps.
+
+Activation checkpointing and compile work per block (`model.blocks`) without renaming parameters, so
+checkpoints and exports see the same names whatever was applied.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from llmfoundry.config.schema import FSDPConfig
+
+
+def apply_ac(model: nn.Module, mode: bool | Literal["none", "full", "selective"]) -> None:
+    """Recompute block activations in backward: every block (full) or every other block (selective)."""
+    from torch.distributed._composable import checkpoint
+
+    if mode in (False, "none"):
+        return
+    for i, block in enumerate(model.blocks):  # type: ignore[union-attr]
+        if mode in (True, "full") or i % 2 == 0:
+            checkpoint(block)
+
+
+def apply_compile(model: nn.Module) -> None:
+    for block in model.blocks:  # type: ignore[union-attr]
+        block.compile()
+
+
+def apply_fsdp(model: nn.Module, cfg: FSDPConfig, device: torch.device) -> None:
+    """FSDP2: shard each block, then the root (embeddings, final norm) over all ranks."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
+    reshard = cfg.reshard_after_forward if cfg.reshard_after_forward is not None \
+        else cfg.sharding_strategy == "FULL_SHARD"
+    for block in model.blocks:  # type: ignore[union-attr]
+        fully_shard(block, mesh=mesh, reshard_after_forward=reshard)
+    fully_shard(model, mesh=mesh, reshard_after_forward=reshard)

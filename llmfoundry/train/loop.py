@@ -1,0 +1,321 @@
+"""`foundry train`: the training loop, in the shape of torchtitan's trainer.
+
+Build the model on the meta device, materialize and initialize it identically on every rank, apply
+activation checkpointing / compile / FSDP2 from outside, then loop: each optimizer step runs
+`accumulation` microbatches; the loss is the summed token cross-entropy divided by the number of
+target tokens of the whole global batch (so the result does not depend on how the batch is split across
+microbatches or ranks), gradients are synchronized only on the last microbatch, and the host reads values
+back only at log steps. Everything needed to continue exactly (model, optimizer, step, data position, RNG)
+goes into each checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from llmfoundry.checkpoint.manager import latest_checkpoint, load_checkpoint, save_checkpoint
+from llmfoundry.config.loader import LoadedConfig
+from llmfoundry.config.schema import FSDPConfig, TrainConfig
+from llmfoundry.data.text import DataPosition, LMCollator, MLMCollator, StepBatches, check_dataset, eval_batches
+from llmfoundry.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from llmfoundry.errors import UserError
+from llmfoundry.models import build_model
+from llmfoundry.models.bert import BertArgs
+from llmfoundry.train.optim import build_optimizer
+from llmfoundry.train.schedule import lr_multiplier, steps_for
+
+# Dense bf16 peak FLOP/s for MFU; unknown devices (CPUs) report no MFU rather than a made-up one.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12}
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def _check_before_work(cfg: TrainConfig, dist: DistInfo) -> tuple[int, int]:
+    """Everything that can be wrong with the config, found before any model or data is built."""
+    from llmfoundry.data.tokenizer import load_tokenizer
+
+    micro = cfg.device_train_microbatch_size
+    per_rank, rest = divmod(cfg.global_train_batch_size, dist.world_size)
+    if rest:
+        raise UserError(f"global_train_batch_size: {cfg.global_train_batch_size} is not divisible by the "
+                        f"{dist.world_size} processes")
+    if micro == "auto":
+        micro = per_rank  # CPU and first try on GPU: the whole per-rank batch; OOM halves it (see _find_microbatch)
+    if per_rank % micro:
+        raise UserError(f"device_train_microbatch_size: {micro} does not divide the per-process batch {per_rank} "
+                        f"(global_train_batch_size {cfg.global_train_batch_size} / {dist.world_size} processes)")
+    load_tokenizer(cfg.tokenizer.name)
+    check_dataset(cfg.train_loader.dataset, "train_loader.dataset")
+    if cfg.eval_loader is not None:
+        check_dataset(cfg.eval_loader.dataset, "eval_loader.dataset")
+    if cfg.precision == "amp_fp16" and dist.device.type == "cpu":
+        raise UserError("precision: amp_fp16 needs a GPU; use fp32 or amp_bf16 on CPU")
+    return micro, per_rank // micro
+
+
+def _autocast(cfg: TrainConfig, device: torch.device) -> Any:
+    if cfg.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if cfg.precision == "amp_bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+class Trainer:
+    """Holds the parts of one run; `fit()` trains to max_duration."""
+
+    def __init__(self, cfg: TrainConfig, loaded: LoadedConfig) -> None:
+        self.cfg = cfg
+        self.dist = init_distributed(cfg.dist_timeout)
+        self.micro, self.accumulation = _check_before_work(cfg, self.dist)
+        self.run_dir = Path(cfg.save_folder)  # type: ignore[arg-type]
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.config_yaml = loaded.to_yaml()
+        self.resume_from = latest_checkpoint(self.ckpt_dir) if cfg.autoresume else None
+        if self.resume_from is None and any(self.ckpt_dir.glob("step-*")) and not cfg.save_overwrite:
+            raise UserError(f"save_folder: {self.run_dir} already holds checkpoints; set autoresume: true to "
+                            "continue that run or save_overwrite: true to start over")
+        from llmfoundry.data.tokenizer import load_tokenizer
+
+        self.tokenizer = load_tokenizer(cfg.tokenizer.name, **cfg.tokenizer.kwargs)
+        self.model = self._build_model()
+        self.optimizer = build_optimizer(self.model, cfg.optimizer)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = cfg.optimizer.lr
+        self.position = DataPosition()
+        ds = cfg.train_loader.dataset
+        self.seq_len = cfg.max_seq_len or ds.max_seq_len
+        self.collate = self._collator(ds)
+        self.data = StepBatches(cfg.train_loader, self.collate, microbatch=self.micro, accumulation=self.accumulation,
+                                world_size=self.dist.world_size, position=self.position)
+        self.global_batch = self.data.global_batch
+        self.max_steps = self._steps(cfg.max_duration)
+        self.schedule = lr_multiplier(cfg.scheduler, self.max_steps, self._steps)
+        self.step, self.tokens, self.samples = 0, 0, 0
+        self.scaler = torch.amp.GradScaler(enabled=cfg.precision == "amp_fp16")
+
+    # -- building ---------------------------------------------------------------------------------------
+    def _build_model(self) -> nn.Module:
+        from llmfoundry.distributed.parallelize import apply_ac, apply_compile, apply_fsdp
+        from llmfoundry.models.layers.attention import check_impl
+
+        cfg = self.cfg
+        impl = getattr(getattr(cfg.model, "attn_config", None), "attn_impl", None) or getattr(cfg.model, "attn_impl")
+        check_impl(impl, self.dist.device, training=True)
+        model = build_model(cfg.model, device="meta")
+        # Materialize and initialize the whole model identically on every rank, then shard it.
+        model.to_empty(device=self.dist.device)
+        torch.manual_seed(cfg.seed)
+        with torch.no_grad():
+            model.init_weights()
+        fsdp = cfg.fsdp_config
+        if fsdp is not None:
+            apply_ac(model, fsdp.activation_checkpointing)
+            if fsdp.compile:
+                apply_compile(model)
+        if self.dist.world_size > 1:
+            apply_fsdp(model, fsdp or FSDPConfig(), self.dist.device)
+        return model
+
+    def _collator(self, ds: Any) -> Any:
+        if isinstance(self.cfg.model, BertArgs):
+            return MLMCollator(self.tokenizer, self.seq_len, ds.mlm_probability or 0.3, self.cfg.seed)
+        return LMCollator(self.tokenizer, self.seq_len, ds.eos_token_id)
+
+    def _steps(self, duration: Any) -> int:
+        return steps_for(duration, max_steps=getattr(self, "max_steps", None), global_batch=self.global_batch,
+                         seq_len=self.seq_len, steps_per_epoch=self.data.steps_per_epoch)
+
+    # -- state ------------------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        return {
+            "model": get_model_state_dict(self.model),
+            "optim": get_optimizer_state_dict(self.model, self.optimizer),
+            "train_state": {"step": self.step, "tokens": self.tokens, "samples": self.samples,
+                            "data": asdict(self.position), "rng": _rng_state(),
+                            "scaler": self.scaler.state_dict()},
+        }
+
+    def _restore(self, path: Path, weights_only: bool) -> None:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions, get_model_state_dict, set_model_state_dict, set_optimizer_state_dict)
+
+        if weights_only:
+            state = {"model": get_model_state_dict(self.model)}
+            load_checkpoint(path, state)
+            set_model_state_dict(self.model, state["model"], options=StateDictOptions(strict=True))
+            return
+        state = self._state()
+        load_checkpoint(path, state)
+        set_model_state_dict(self.model, state["model"])
+        set_optimizer_state_dict(self.model, self.optimizer, state["optim"])
+        ts = state["train_state"]
+        self.step, self.tokens, self.samples = ts["step"], ts["tokens"], ts["samples"]
+        self.position.epoch, self.position.samples_in_epoch = ts["data"]["epoch"], ts["data"]["samples_in_epoch"]
+        self.scaler.load_state_dict(ts["scaler"])
+        _set_rng_state(ts["rng"])
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        from llmfoundry.loggers import MetricLoggers
+
+        cfg, dist = self.cfg, self.dist
+        if dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(self.config_yaml)
+        barrier()
+        if self.resume_from is not None:
+            self._restore(self.resume_from, weights_only=False)
+        elif cfg.load_path:
+            from llmfoundry.checkpoint.reader import resolve_checkpoint
+
+            self._restore(resolve_checkpoint(cfg.load_path), weights_only=cfg.load_weights_only)
+        log = MetricLoggers(self.run_dir, cfg.loggers, run_name=cfg.run_name, config={}, total_steps=self.max_steps,
+                            progress_bar=cfg.progress_bar, log_to_console=cfg.log_to_console) if dist.is_main else None
+        log_every = max(self._steps(cfg.console_log_interval), 1)
+        save_every = self._steps(cfg.save_interval) if not cfg.save_interval.is_zero else 0
+        eval_every = self._steps(cfg.eval_interval) if (cfg.eval_loader and not cfg.eval_interval.is_zero) else 0
+        flops_per_token = self.model.flops_per_token(self.seq_len)
+        peak = _peak_flops(dist.device)
+        if log is not None:
+            resumed = f" (resumed at step {self.step} from {self.resume_from.name})" if self.resume_from else ""
+            log.message(f"training {self.model.num_params():,} parameters for {self.max_steps} steps of "
+                        f"{self.global_batch} x {self.seq_len} tokens on {dist.world_size} x {dist.device.type}{resumed}")
+        if cfg.eval_first and eval_every and self.step == 0:
+            self._log(log, self._evaluate())
+        last: dict[str, float] = {}
+        window_start, window_tokens = time.perf_counter(), 0
+        self.model.train()
+        batches = iter(self.data)
+        while self.step < self.max_steps:
+            loss_sum, count = self._train_step(next(batches))
+            self.step += 1
+            self.samples += self.global_batch
+            step_tokens = self.global_batch * self.seq_len
+            self.tokens += step_tokens
+            window_tokens += step_tokens
+            is_last = self.step == self.max_steps
+            if self.step % log_every == 0 or is_last:
+                loss = (loss_sum / count.clamp(min=1)).item()
+                if not math.isfinite(loss):
+                    raise UserError(f"step {self.step}: loss is {loss}; stopping (the last good checkpoint is kept). "
+                                    "Lower the learning rate or set skip_nan_batches: true")
+                elapsed = time.perf_counter() - window_start
+                rate = window_tokens / elapsed
+                metrics = {"loss/train": loss, "lr": self.optimizer.param_groups[0]["lr"], "tokens": self.tokens,
+                           "samples": self.samples, "epoch": self.position.epoch,
+                           "throughput/tokens_per_sec": rate,
+                           "throughput/samples_per_sec": rate / self.seq_len,
+                           "time/remaining_s": (self.max_steps - self.step) * step_tokens / rate}
+                if peak:
+                    metrics["throughput/mfu"] = flops_per_token * rate / (peak * dist.world_size)
+                metrics.update(_memory())
+                last = metrics
+                self._log(log, metrics)
+                window_start, window_tokens = time.perf_counter(), 0
+            if eval_every and (self.step % eval_every == 0 or is_last):
+                last.update(self._evaluate())
+                self._log(log, last)
+            if (save_every and self.step % save_every == 0) or is_last:
+                save_checkpoint(self.ckpt_dir, self.step, self._state(), self.config_yaml, is_main=dist.is_main,
+                                keep=cfg.save_num_checkpoints_to_keep)
+        if log is not None:
+            log.message(f"done: {self.step} steps, {self.tokens:,} tokens; checkpoint in {self.ckpt_dir}")
+            log.close()
+        return last
+
+    def _train_step(self, micros: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.dist.device
+        micros = [{k: v.to(device, non_blocking=True) for k, v in m.items()} for m in micros]
+        count = sum((m["labels"] != -100).sum() for m in micros).to(torch.float32)
+        count = all_reduce_sum(count)
+        loss_sum = torch.zeros((), device=device)
+        for i, micro in enumerate(micros):
+            if hasattr(self.model, "set_requires_gradient_sync"):
+                self.model.set_requires_gradient_sync(i == len(micros) - 1)
+            with _autocast(self.cfg, device):
+                loss = self.model(**micro)
+            self.scaler.scale(loss / count).backward()
+            loss_sum += loss.detach()
+        loss_sum = all_reduce_sum(loss_sum)
+        if self.cfg.skip_nan_batches and not bool(torch.isfinite(loss_sum)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return torch.zeros((), device=device), torch.ones((), device=device)
+        self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.algorithms.gradient_clipping
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip.clipping_threshold, foreach=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * self.schedule(self.step)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, count
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict[str, float]:
+        cfg = self.cfg
+        self.model.eval()
+        total = torch.zeros((), device=self.dist.device)
+        count = torch.zeros((), device=self.dist.device)
+        for i, batch in enumerate(eval_batches(cfg.eval_loader, self.collate, cfg.device_eval_batch_size)):
+            if 0 <= cfg.eval_subset_num_batches <= i:
+                break
+            batch = {k: v.to(self.dist.device) for k, v in batch.items()}
+            with _autocast(cfg, self.dist.device):
+                total += self.model(**batch).float()
+            count += (batch["labels"] != -100).sum()
+        self.model.train()
+        loss = (all_reduce_sum(total) / all_reduce_sum(count).clamp(min=1)).item()
+        return {"loss/val": loss, "perplexity/val": math.exp(min(loss, 50))}
+
+    def _log(self, log: Any, metrics: dict[str, float]) -> None:
+        if log is not None:
+            log.log(self.step, metrics)
+
+
+def _memory() -> dict[str, float]:
+    if torch.cuda.is_available():
+        return {"memory/peak_allocated_gb": torch.cuda.max_memory_allocated() / 2**30}
+    import resource
+
+    return {"memory/peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def train(cfg: TrainConfig, loaded: LoadedConfig) -> dict[str, float]:
+    """Run training as the config says; returns the last logged metrics."""
+    try:
+        return Trainer(cfg, loaded).fit()
+    finally:
+        shutdown()
