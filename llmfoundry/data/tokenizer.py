@@ -126,7 +126,9 @@ def train_tokenizer(
             pair="[CLS] $A [SEP] $B:1 [SEP]:1",
             special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
         )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **special)
+    # Decoder tokenizers must not emit token_type_ids: causal LMs' generate() rejects them.
+    inputs = ["input_ids", "token_type_ids", "attention_mask"] if kind == "wordpiece" else ["input_ids", "attention_mask"]
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_input_names=inputs, **special)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         fast.save_pretrained(str(tmp))
     return {"kind": kind, "vocab_size": tok.get_vocab_size(), "documents": documents, "skipped": dict(skipped),

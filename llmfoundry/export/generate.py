@@ -26,7 +26,8 @@ def generate(model_dir: str | Path, prompt: str, *, max_new_tokens: int = 64, te
     tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True,
                                                  trust_remote_code=trust_remote_code).eval()
-    inputs = tokenizer(prompt, return_tensors="pt")
+    encoded = tokenizer(prompt, return_tensors="pt")
+    inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
     torch.manual_seed(seed)
     with torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=not greedy,
