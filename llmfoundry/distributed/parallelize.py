@@ -30,14 +30,25 @@ def apply_compile(model: nn.Module) -> None:
         block.compile()
 
 
-def apply_fsdp(model: nn.Module, cfg: FSDPConfig, device: torch.device) -> None:
-    """FSDP2: shard each block, then the root (embeddings, final norm) over all ranks."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+def apply_fsdp(model: nn.Module, cfg: FSDPConfig, device: torch.device, compute_dtype: torch.dtype | None) -> None:
+    """FSDP2: shard each block, then the root (embeddings, final norm) over all ranks.
 
+    With a low-precision `precision`, parameters are all-gathered in that dtype (DEFAULT and PURE) and
+    gradients reduced in fp32 (DEFAULT) or in that dtype (PURE); FULL keeps everything in fp32.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    if cfg.sharding_strategy == "NO_SHARD":  # plain data parallelism: replicate and all-reduce gradients
+        from torch.distributed._composable.replicate import replicate
+
+        replicate(model, device_ids=[device.index] if device.type == "cuda" else None)
+        return
     mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
     reshard = cfg.reshard_after_forward if cfg.reshard_after_forward is not None \
         else cfg.sharding_strategy == "FULL_SHARD"
+    low = compute_dtype if cfg.mixed_precision != "FULL" else None
+    policy = MixedPrecisionPolicy(param_dtype=low, reduce_dtype=low if cfg.mixed_precision == "PURE" else torch.float32)
     for block in model.blocks:  # type: ignore[union-attr]
-        fully_shard(block, mesh=mesh, reshard_after_forward=reshard)
-    fully_shard(model, mesh=mesh, reshard_after_forward=reshard)
+        fully_shard(block, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy)
+    fully_shard(model, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy)

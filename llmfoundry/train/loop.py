@@ -143,7 +143,8 @@ class Trainer:
             if fsdp.compile:
                 apply_compile(model)
         if self.dist.world_size > 1:
-            apply_fsdp(model, fsdp or FSDPConfig(), self.dist.device)
+            compute = {"fp32": None, "amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}[cfg.precision]
+            apply_fsdp(model, fsdp or FSDPConfig(), self.dist.device, compute)
         return model
 
     def _collator(self, ds: Any) -> Any:
