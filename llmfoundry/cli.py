@@ -154,6 +154,21 @@ def tokenizer_train(
     run_user_code(go)
 
 
+@app.command("eval")
+def eval_(
+    config: Path = CONFIG_ARG,
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+) -> None:
+    """Score models on in-context-learning tasks (and a gauntlet); print tables, save results.json/csv."""
+
+    def go() -> None:
+        from llmfoundry.eval.run import evaluate
+
+        evaluate(config, overrides or [])
+
+    run_user_code(go)
+
+
 @app.command("inference-convert")
 def inference_convert(
     src: str = typer.Argument(..., help="A run folder (uses checkpoints/latest) or one checkpoint folder.", show_default=False),

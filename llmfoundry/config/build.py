@@ -148,14 +148,17 @@ def _convert_union(tp: Any, args: tuple, raw: Any, key: str, problems: _Problems
     tagged = [a for a in members if dataclasses.is_dataclass(a) and a is not Duration]
     if len(tagged) > 1:
         return _convert_tagged(tagged, raw, key, problems)
+    attempts = []
     for member in members:
         trial = _Problems(problems.origin)
         value = _convert(member, raw, key, trial)
         if not trial.lines:
             return value
-        if len(members) == 1 or dataclasses.is_dataclass(member):
-            problems.lines.extend(trial.lines)
-            return None
+        attempts.append((member, trial))
+    structured = [t for m, t in attempts if dataclasses.is_dataclass(m) or typing.get_origin(m) in (list, dict)]
+    if len(members) == 1 or (isinstance(raw, (dict, list)) and structured):
+        problems.lines.extend((structured or [attempts[0][1]])[0].lines)
+        return None
     problems.add(key, f"got {raw!r}, expected {describe(tp)}")
     return None
 

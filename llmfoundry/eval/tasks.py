@@ -1,0 +1,135 @@
+"""ICL tasks in LLM Foundry's jsonl formats, turned into (context, continuation) requests.
+
+Each item becomes one request per option (choices for multiple choice, contexts for schema). Few-shot
+examples are drawn per item from a generator seeded by (seed, item index), so they never include the item
+itself and do not depend on batching, ordering or the number of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from llmfoundry.errors import UserError
+
+TaskType = Literal["language_modeling", "multiple_choice", "schema", "generation_task_with_answers"]
+REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "language_modeling": {"context": str, "continuation": str},
+    "multiple_choice": {"query": str, "choices": list, "gold": int},
+    "schema": {"context_options": list, "continuation": str, "gold": int},
+    "generation_task_with_answers": {"context": str, "answer": str},
+}
+
+
+@dataclass
+class ICLTaskConfig:
+    label: str
+    """Name of the task in results (e.g. piqa)."""
+    dataset_uri: str
+    """Local path to the task's jsonl file."""
+    icl_task_type: TaskType
+    """language_modeling, multiple_choice, schema or generation_task_with_answers."""
+    num_fewshot: list[int] = field(default_factory=lambda: [0])
+    """Few-shot counts; one result per value."""
+    prompt_string: str = ""
+    """Text put before the few-shot examples."""
+    example_delimiter: str = "\n"
+    """Between examples."""
+    continuation_delimiter: str = " "
+    """Between a context and its continuation."""
+    max_seq_len: int | None = None
+    """Override of the model's sequence length for this task (contexts are left-truncated to fit)."""
+    batch_size: int | None = None
+    """Override of device_eval_batch_size."""
+    seed: int = 1234
+    """Seed of the few-shot draws."""
+    has_categories: bool = False
+    """Report per-category results using each item's `category` field (MMLU style)."""
+    max_new_tokens: int = 32
+    """generation_task_with_answers: longest answer generated."""
+    stop_sequences: list[str] | None = None
+    """generation_task_with_answers: stop strings (default: the example delimiter)."""
+    metric: str | None = None
+    """Metric used by the gauntlet (default: acc)."""
+
+
+@dataclass
+class Request:
+    item: int
+    option: int
+    context: str
+    continuation: str
+
+
+def load_items(cfg: ICLTaskConfig) -> list[dict[str, Any]]:
+    """Read and validate the task's jsonl; every problem names the file and line."""
+    path = Path(cfg.dataset_uri)
+    if not path.is_file():
+        raise UserError(f"icl_tasks.{cfg.label}.dataset_uri: {path} does not exist")
+    items = []
+    required = REQUIRED[cfg.icl_task_type]
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+            for key, kind in required.items():
+                if not isinstance(item.get(key), kind) or isinstance(item.get(key), bool):
+                    raise UserError(f"{where}: {cfg.icl_task_type} needs '{key}' ({kind.__name__})")  # type: ignore[union-attr]
+            options = item.get("choices") or item.get("context_options")
+            if options is not None and not 0 <= item["gold"] < len(options):
+                raise UserError(f"{where}: gold={item['gold']} is out of range for {len(options)} options")
+            if cfg.has_categories and "category" not in item:
+                raise UserError(f"{where}: has_categories is set but the item has no 'category'")
+            items.append(item)
+    if not items:
+        raise UserError(f"{path}: no items")
+    return items
+
+
+def example_text(cfg: ICLTaskConfig, item: dict[str, Any]) -> str:
+    """A solved example as it appears in a few-shot prompt."""
+    d = cfg.continuation_delimiter
+    if cfg.icl_task_type == "language_modeling":
+        return item["context"] + item["continuation"]
+    if cfg.icl_task_type == "multiple_choice":
+        return item["query"] + d + item["choices"][item["gold"]]
+    if cfg.icl_task_type == "schema":
+        return item["context_options"][item["gold"]] + d + item["continuation"]
+    return item["context"] + d + item["answer"]
+
+
+def fewshot_prefix(cfg: ICLTaskConfig, items: list[dict[str, Any]], index: int, shots: int) -> str:
+    if shots >= len(items):
+        raise UserError(f"icl_tasks.{cfg.label}: num_fewshot={shots} needs more than {len(items)} items")
+    rng = random.Random(cfg.seed * 1_000_003 + index)
+    picks: list[int] = []
+    while len(picks) < shots:
+        choice = rng.randrange(len(items))
+        if choice != index and choice not in picks:
+            picks.append(choice)
+    return cfg.prompt_string + "".join(example_text(cfg, items[i]) + cfg.example_delimiter for i in picks)
+
+
+def build_requests(cfg: ICLTaskConfig, items: list[dict[str, Any]], shots: int) -> list[Request]:
+    d = cfg.continuation_delimiter
+    requests = []
+    for index, item in enumerate(items):
+        prefix = fewshot_prefix(cfg, items, index, shots)
+        if cfg.icl_task_type == "language_modeling":
+            requests.append(Request(index, 0, prefix + item["context"], item["continuation"]))
+        elif cfg.icl_task_type == "multiple_choice":
+            requests += [Request(index, k, prefix + item["query"] + d, c) for k, c in enumerate(item["choices"])]
+        elif cfg.icl_task_type == "schema":
+            requests += [Request(index, k, prefix + c + d, item["continuation"])
+                         for k, c in enumerate(item["context_options"])]
+        else:
+            requests.append(Request(index, 0, prefix + item["context"] + d, item["answer"]))
+    return requests
