@@ -118,10 +118,10 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
-def _shard(n: int) -> tuple[list[int], int, int]:
+def _shard(n: int, shard: bool) -> tuple[list[int], int, int]:
     import torch.distributed as dist
 
-    if dist.is_initialized():
+    if shard and dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
     else:
         rank, world = 0, 1
@@ -139,8 +139,12 @@ def _gather(values: dict[int, Any], world: int) -> dict[int, Any]:
 
 
 def evaluate_task(model: Any, tokenizer: Any, cfg: ICLTaskConfig, *, batch_size: int, max_seq_len: int,
-                  device: torch.device, precision: str) -> dict[str, float]:
-    """Metrics `{label}/{n}-shot/{metric}` for every num_fewshot of one task."""
+                  device: torch.device, precision: str, shard: bool = True) -> dict[str, float]:
+    """Metrics `{label}/{n}-shot/{metric}` for every num_fewshot of one task.
+
+    shard=True deals requests out to ranks (each holds a whole model); an FSDP-sharded model needs every
+    rank in every forward, so the trainer passes shard=False and each rank scores everything.
+    """
     items = load_items(cfg)
     seq = cfg.max_seq_len or max_seq_len
     bs = cfg.batch_size or batch_size
@@ -148,7 +152,7 @@ def evaluate_task(model: Any, tokenizer: Any, cfg: ICLTaskConfig, *, batch_size:
     metrics: dict[str, float] = {}
     for shots in cfg.num_fewshot:
         requests = build_requests(cfg, items, shots)
-        mine, _, world = _shard(len(requests))
+        mine, _, world = _shard(len(requests), shard)
         encoded = {}
         for i in mine:
             try:
@@ -224,7 +228,7 @@ def _argmax(values: list[float]) -> int:
 
 
 def evaluate_icl(model: Any, tokenizer: Any, icl_tasks: list[ICLTaskConfig], *, batch_size: int, max_seq_len: int,
-                 device: torch.device, precision: str = "fp32") -> dict[str, float]:
+                 device: torch.device, precision: str = "fp32", shard: bool = True) -> dict[str, float]:
     """All tasks' metrics (the trainer calls this at eval_interval; every rank must call it)."""
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
@@ -233,7 +237,7 @@ def evaluate_icl(model: Any, tokenizer: Any, icl_tasks: list[ICLTaskConfig], *, 
     try:
         for task in icl_tasks:
             metrics.update(evaluate_task(model, tokenizer, task, batch_size=batch_size, max_seq_len=max_seq_len,
-                                         device=device, precision=precision))
+                                         device=device, precision=precision, shard=shard))
     finally:
         if was_training:
             model.train()

@@ -63,7 +63,7 @@ class EvalConfig:
     """Where results.json and results.csv go (none: console only)."""
 
 
-def _load_list(value: Any, key: str, cls: type, base: Path) -> Any:
+def load_section(value: Any, key: str, cls: type, base: Path) -> Any:
     from llmfoundry.config import build, load_config
 
     if isinstance(value, str):
@@ -118,8 +118,8 @@ def evaluate(config_path: str | Path, overrides: list[str] | None = None) -> dic
 
     cfg, _ = load_typed(EvalConfig, config_path, overrides)
     base = Path(config_path).parent
-    tasks: list[ICLTaskConfig] = _load_list(cfg.icl_tasks, "icl_tasks", list[ICLTaskConfig], base)
-    gauntlet = _load_list(cfg.eval_gauntlet, "eval_gauntlet", GauntletConfig, base) if cfg.eval_gauntlet else None
+    tasks: list[ICLTaskConfig] = load_section(cfg.icl_tasks, "icl_tasks", list[ICLTaskConfig], base)
+    gauntlet = load_section(cfg.eval_gauntlet, "eval_gauntlet", GauntletConfig, base) if cfg.eval_gauntlet else None
     sizes = {t.label: len(load_items(t)) for t in tasks}  # validates every task file before any model loads
     dist = init_distributed()
     results: dict[str, dict[str, float]] = {}

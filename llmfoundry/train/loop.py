@@ -121,6 +121,7 @@ class Trainer:
         self.max_steps = self._steps(cfg.max_duration)
         self.schedule = lr_multiplier(cfg.scheduler, self.max_steps, self._steps)
         self.step, self.tokens, self.samples = 0, 0, 0
+        self.icl_tasks, self.gauntlet = self._icl(loaded)
         self.scaler = torch.amp.GradScaler(enabled=cfg.precision == "amp_fp16")
 
     # -- building ---------------------------------------------------------------------------------------
@@ -146,6 +147,28 @@ class Trainer:
             compute = {"fp32": None, "amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}[cfg.precision]
             apply_fsdp(model, fsdp or FSDPConfig(), self.dist.device, compute)
         return model
+
+    def _icl(self, loaded: LoadedConfig) -> tuple[list[Any], Any]:
+        """ICL tasks (and gauntlet) to run at eval_interval, validated now so mistakes surface before training."""
+        if not self.cfg.icl_tasks:
+            return [], None
+        from llmfoundry.config import build
+        from llmfoundry.eval.gauntlet import GauntletConfig
+        from llmfoundry.eval.run import load_section
+        from llmfoundry.eval.tasks import ICLTaskConfig, load_items
+
+        base = Path(loaded.layers[0][0]).parent if loaded.layers else Path(".")
+        raw = self.cfg.icl_tasks
+        tasks = load_section(raw, "icl_tasks", list[ICLTaskConfig], base) if isinstance(raw, str) else \
+            build(list[ICLTaskConfig], raw, key="icl_tasks", origin=loaded.origin)
+        for task in tasks:
+            load_items(task)
+        gauntlet = None
+        if self.cfg.eval_gauntlet:
+            g = self.cfg.eval_gauntlet
+            gauntlet = load_section(g, "eval_gauntlet", GauntletConfig, base) if isinstance(g, str) else \
+                build(GauntletConfig, g, key="eval_gauntlet", origin=loaded.origin)
+        return tasks, gauntlet
 
     def _collator(self, ds: Any) -> Any:
         if isinstance(self.cfg.model, BertArgs):
@@ -206,7 +229,8 @@ class Trainer:
                             progress_bar=cfg.progress_bar, log_to_console=cfg.log_to_console) if dist.is_main else None
         log_every = max(self._steps(cfg.console_log_interval), 1)
         save_every = self._steps(cfg.save_interval) if not cfg.save_interval.is_zero else 0
-        eval_every = self._steps(cfg.eval_interval) if (cfg.eval_loader and not cfg.eval_interval.is_zero) else 0
+        has_eval = cfg.eval_loader is not None or bool(self.icl_tasks)
+        eval_every = self._steps(cfg.eval_interval) if (has_eval and not cfg.eval_interval.is_zero) else 0
         flops_per_token = self.model.flops_per_token(self.seq_len)
         peak = _peak_flops(dist.device)
         if log is not None:
@@ -287,6 +311,22 @@ class Trainer:
     @torch.no_grad()
     def _evaluate(self) -> dict[str, float]:
         cfg = self.cfg
+        metrics: dict[str, float] = {}
+        if self.icl_tasks:
+            from llmfoundry.eval.gauntlet import gauntlet_scores
+            from llmfoundry.eval.icl import evaluate_icl
+            from llmfoundry.eval.tasks import load_items
+
+            metrics = evaluate_icl(self.model, self.tokenizer, self.icl_tasks, batch_size=cfg.device_eval_batch_size,
+                                   max_seq_len=cfg.icl_seq_len or self.seq_len, device=self.dist.device,
+                                   precision=cfg.precision, shard=self.dist.world_size == 1)
+            metrics = {f"icl/{k}": v for k, v in metrics.items()}
+            if self.gauntlet is not None:
+                sizes = {t.label: len(load_items(t)) for t in self.icl_tasks}
+                raw = {k.removeprefix("icl/"): v for k, v in metrics.items()}
+                metrics.update(gauntlet_scores(self.gauntlet, raw, sizes))
+        if cfg.eval_loader is None:
+            return metrics
         self.model.eval()
         total = torch.zeros((), device=self.dist.device)
         count = torch.zeros((), device=self.dist.device)
@@ -299,7 +339,7 @@ class Trainer:
             count += (batch["labels"] != -100).sum()
         self.model.train()
         loss = (all_reduce_sum(total) / all_reduce_sum(count).clamp(min=1)).item()
-        return {"loss/val": loss, "perplexity/val": math.exp(min(loss, 50))}
+        return {**metrics, "loss/val": loss, "perplexity/val": math.exp(min(loss, 50))}
 
     def _log(self, log: Any, metrics: dict[str, float]) -> None:
         if log is not None:
