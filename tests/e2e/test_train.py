@@ -193,3 +193,18 @@ def test_nan_loss_stops_with_a_clear_message(workspace):
                      "algorithms.gradient_clipping=null", "max_duration=6ba")
     assert result.returncode == 1
     assert "loss is nan" in result.stderr or "loss is inf" in result.stderr
+
+
+def test_icl_tasks_run_during_training(workspace, shared_dir):
+    root, config = workspace
+    lines = (shared_dir / "icl" / "copa.jsonl").read_text().splitlines()[:8]
+    (root / "copa.jsonl").write_text("\n".join(lines) + "\n")
+    run = root / "icl"
+    tasks = f"[{{label: copa, dataset_uri: {root}/copa.jsonl, icl_task_type: multiple_choice}}]"
+    gauntlet = "{categories: [{name: reasoning, benchmarks: [{name: copa, num_fewshot: 0, random_baseline: 0.5}]}]}"
+    result = run_cli("train", str(config), f"save_folder={run}", "max_duration=2ba", "eval_interval=2ba",
+                     f"icl_tasks={tasks}", f"eval_gauntlet={gauntlet}", "save_interval=0", "icl_seq_len=256")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [r for r in records if "icl/copa/0-shot/acc" in r]
+    assert evaluated and 0 <= evaluated[-1]["icl/copa/0-shot/acc"] <= 1 and "gauntlet/reasoning" in evaluated[-1]
