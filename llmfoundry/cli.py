@@ -187,8 +187,12 @@ def inference_convert(
         model, config = load_model_from_checkpoint(src)
         tokenizer_dir = (config.get("tokenizer") or {}).get("name")
         result = export_model(model, out, tokenizer_dir=tokenizer_dir, dtype=dtype, overwrite=overwrite)
-        typer.echo(f"wrote {out}: transformers {result['class']} ({result['dtype']}); loads with "
-                   f"AutoModel*.from_pretrained('{out}'), no trust_remote_code needed")
+        if "trust_remote_code" in result:
+            typer.echo(f"wrote {out}: {result['class']} ({result['dtype']}) because {result['reason']}; "
+                       f"load with AutoModel*.from_pretrained('{out}', trust_remote_code=True)")
+        else:
+            typer.echo(f"wrote {out}: transformers {result['class']} ({result['dtype']}); loads with "
+                       f"AutoModel*.from_pretrained('{out}'), no trust_remote_code needed")
 
     run_user_code(go)
 

@@ -7,6 +7,7 @@ logits. `native_target` says which class fits, or why none does.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -130,15 +131,22 @@ def export_model(model: nn.Module, out: str | Path, *, tokenizer_dir: str | Path
     if dtype not in DTYPES:
         raise UserError(f"--dtype: got {dtype!r}, expected one of {', '.join(DTYPES)}")
     target, reason = native_target(model)
-    if target is None:
-        raise UserError(f"no transformers class has this model's exact math ({reason}); "
-                        "change the config to a native shape or keep the foundry checkpoint")
     tokenizer = None
     if tokenizer_dir is not None:
         from llmfoundry.data.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(tokenizer_dir)
     import transformers
+
+    if target is None:
+        from llmfoundry.export.remote import write_remote
+
+        with atomic_directory(out, overwrite=overwrite) as tmp:
+            write_remote(model, tmp, tokenizer, DTYPES[dtype])
+            if tokenizer is not None:
+                tokenizer.save_pretrained(str(tmp))
+        return {"class": "remote code (modeling_foundry.py)", "reason": reason, "dtype": dtype, "out": str(out),
+                "trust_remote_code": "true"}
     from safetensors.torch import save_file
 
     config = hf_config(model, target, tokenizer)
@@ -161,6 +169,18 @@ def import_hf(directory: str | Path) -> nn.Module:
     path = Path(directory)
     if not (path / "config.json").exists():
         raise UserError(f"{directory}: not a Hugging Face model directory (no config.json)")
+    raw = json.loads((path / "config.json").read_text())
+    if raw.get("model_type") == "llmfoundry":  # our own remote-code export: the args are in the config
+        from safetensors.torch import load_file
+
+        from llmfoundry.config import build
+        from llmfoundry.models import ModelConfig, build_model
+
+        args = dict(raw["args"])
+        model = build_model(build(ModelConfig, args))
+        state = {k.removeprefix("model."): v.float() for k, v in load_file(str(path / "model.safetensors")).items()}
+        model.load_state_dict(state)
+        return model
     config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
     model, target = _model_for_config(config)
     cls = transformers.BertModel if config.model_type == "bert" and "MaskedLM" not in str(config.architectures) \

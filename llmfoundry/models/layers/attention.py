@@ -192,7 +192,10 @@ def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask
 
 def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask, scale: float,
            dropout_p: float) -> torch.Tensor:
-    from flash_attn import flash_attn_func, flash_attn_varlen_func
+    try:  # (a try block also keeps exported remote-code files loadable where flash-attn is absent)
+        from flash_attn import flash_attn_func, flash_attn_varlen_func
+    except ImportError:
+        raise UserError("attn_impl: 'flash' needs the flash-attn package; use sdpa or flex") from None
 
     slopes = None if mask.alibi_slopes is None else mask.alibi_slopes.float()
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # flash wants [B, T, H, D]
