@@ -208,3 +208,21 @@ def test_icl_tasks_run_during_training(workspace, shared_dir):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evaluated = [r for r in records if "icl/copa/0-shot/acc" in r]
     assert evaluated and 0 <= evaluated[-1]["icl/copa/0-shot/acc"] <= 1 and "gauntlet/reasoning" in evaluated[-1]
+
+
+@pytest.mark.slow
+def test_trains_from_an_s3_bucket(workspace, s3_server, tmp_path):
+    """Shards uploaded by convert-dataset to an S3-protocol server stream into training via a local cache."""
+    from llmfoundry.data.convert import convert_dataset
+
+    root, config = workspace
+    convert_dataset([str(root / "corpus")], "s3://corpus/tiny", tokenizer=str(root / "tok"), max_seq_len=32,
+                    val_fraction=0.1, progress=False)
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    common = ["max_duration=2ba", "save_interval=0", "train_loader.dataset.shuffle=false"]
+    assert run_cli("train", str(config), f"save_folder={local}", *common).returncode == 0
+    result = run_cli("train", str(config), f"save_folder={remote}", *common,
+                     "train_loader.dataset.remote=s3://corpus/tiny", f"train_loader.dataset.local={tmp_path}/cache")
+    assert result.returncode == 0, result.stderr
+    assert list((tmp_path / "cache" / "train").glob("shard.*.mds*"))  # really downloaded
+    assert losses(local) == losses(remote)
