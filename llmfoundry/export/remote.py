@@ -19,7 +19,7 @@ from torch import nn
 PACKAGE = Path(__file__).resolve().parents[1]
 SOURCES = ["errors.py", "config/duration.py", "config/build.py", "models/presets.py", "models/layers/alibi.py",
            "models/layers/rotary.py", "models/layers/norm.py", "models/layers/mlp.py", "models/layers/attention.py",
-           "models/layers/loss.py", "models/mpt.py", "models/bert.py"]
+           "models/layers/loss.py", "models/params.py", "models/mpt.py", "models/bert.py"]
 MODULE = "modeling_foundry"
 
 WRAPPER = '''
@@ -45,7 +45,7 @@ def _inner(config: FoundryConfig) -> nn.Module:
     return MosaicBert(build(BertArgs, dict(config.args)))
 
 
-class FoundryForCausalLM(PreTrainedModel, GenerationMixin):
+class _FoundryModel(PreTrainedModel):
     config_class = FoundryConfig
     base_model_prefix = "model"
 
@@ -56,6 +56,8 @@ class FoundryForCausalLM(PreTrainedModel, GenerationMixin):
     def _init_weights(self, module: nn.Module) -> None:
         """Weights always come from the checkpoint."""
 
+
+class FoundryForCausalLM(_FoundryModel, GenerationMixin):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **kwargs: Any) -> CausalLMOutput:
         logits = self.model(input_ids, attention_mask=attention_mask)
@@ -66,17 +68,7 @@ class FoundryForCausalLM(PreTrainedModel, GenerationMixin):
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-class FoundryForMaskedLM(PreTrainedModel):
-    config_class = FoundryConfig
-    base_model_prefix = "model"
-
-    def __init__(self, config: FoundryConfig) -> None:
-        super().__init__(config)
-        self.model = _inner(config)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        """Weights always come from the checkpoint."""
-
+class FoundryForMaskedLM(_FoundryModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, **kwargs: Any) -> MaskedLMOutput:
         logits = self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)

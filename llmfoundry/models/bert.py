@@ -23,6 +23,7 @@ from llmfoundry.models.layers.attention import AttentionMask, attention, build_m
 from llmfoundry.models.layers.loss import IGNORE_INDEX, chunked_cross_entropy
 from llmfoundry.models.layers.mlp import MLP
 from llmfoundry.models.layers.norm import Norm, NormType
+from llmfoundry.models.params import count_params
 from llmfoundry.models.presets import apply_preset
 
 
@@ -270,10 +271,7 @@ class MosaicBert(nn.Module):
         return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
-        total = sum(p.numel() for p in self.parameters())
-        if exclude_embeddings:
-            total -= sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Embedding))
-        return total
+        return count_params(self, exclude_embeddings)
 
     def flops_per_token(self, seq_len: int) -> float:
         a = self.args

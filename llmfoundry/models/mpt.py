@@ -24,6 +24,7 @@ from llmfoundry.models.layers.loss import chunked_cross_entropy
 from llmfoundry.models.layers.mlp import MLP, Activation
 from llmfoundry.models.layers.norm import Norm, NormType
 from llmfoundry.models.layers.rotary import apply_rotary, rotary_cos_sin
+from llmfoundry.models.params import count_params
 from llmfoundry.models.presets import apply_preset
 
 
@@ -325,10 +326,7 @@ class MPT(nn.Module):
                                      chunk_size=a.loss_chunk_size)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
-        total = sum(p.numel() for p in self.parameters())
-        if exclude_embeddings:
-            total -= sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Embedding))
-        return total
+        return count_params(self, exclude_embeddings)
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token: 6N + 12·L·H·Q·T (N: matmul parameters, the output projection included)."""

@@ -5,7 +5,7 @@ GPT-2 tokenizer) and the same MPT architecture:
   foundry   `foundry train` through the CLI (data loader, checkpoint at the end, metrics, everything)
   plain     the floor of overhead: build_model + AdamW + a for-loop over the same batches
   hf        transformers.Trainer training MptForCausalLM (same config, same tokens)
-Printed: tokens/s after warm-up, peak RSS, start-up (process start to the end of the first step), ratios.
+Printed: tokens/s after warm-up, peak RSS, start-up (command start to the end of the first step), ratios.
 Targets: foundry within 5% of plain, >= 1.5x hf, start-up < 10 s.
 """
 
@@ -126,18 +126,20 @@ def run_foundry(args: argparse.Namespace) -> dict[str, float]:
         config.write_text(YAML.format(repo=REPO, data=args.data, tok=args.tok, seq=args.seq, preset=args.preset,
                                       steps=args.steps, batch=args.batch))
         run = Path(tmp) / "run"
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "llmfoundry.cli", "train", str(config), f"save_folder={run}"],
-                              env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+        proc = subprocess.Popen([sys.executable, "-m", "llmfoundry.cli", "train", str(config), f"save_folder={run}"],
+                                env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        metrics = run / "metrics.jsonl"
+        while proc.poll() is None and not (metrics.exists() and metrics.read_text().strip()):
+            time.sleep(0.02)
+        startup = time.perf_counter() - START  # command start to the end of the first step, like the others
+        _, err = proc.communicate()
         if proc.returncode:
-            raise SystemExit(proc.stderr)
-        records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+            raise SystemExit(err)
+        records = [json.loads(x) for x in metrics.read_text().splitlines()]
         # per-step tokens/s from the jsonl (window of one step each); skip the first (warm-up) step
         rates = [r["throughput/tokens_per_sec"] for r in records[1:]]
         step_s = args.batch * args.seq / (sum(rates) / len(rates))
-        total = time.perf_counter() - t0
-        # start-up: everything that is not a step (imports, config, model, data, final checkpoint)
-        startup = total - step_s * (args.steps - 1)
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     return {"step_s": step_s, "startup_s": startup, "rss_gb": rss}
 
