@@ -14,9 +14,10 @@ from torch import nn
 
 from llmfoundry.models.bert import BertArgs, build_bert
 from llmfoundry.models.gpt import GptArgs, build_gpt
+from llmfoundry.models.hf import HFCausalLMArgs, build_hf
 from llmfoundry.models.mpt import MPT, MptArgs
 
-ModelConfig = Union[MptArgs, GptArgs, BertArgs]
+ModelConfig = Union[MptArgs, GptArgs, BertArgs, HFCausalLMArgs]
 
 
 def build_model(args: ModelConfig, device: torch.device | str | None = None) -> nn.Module:
@@ -28,6 +29,8 @@ def build_model(args: ModelConfig, device: torch.device | str | None = None) -> 
             return build_gpt(args)
         if isinstance(args, BertArgs):
             return build_bert(args)
+        if isinstance(args, HFCausalLMArgs):
+            return build_hf(args)
     raise TypeError(f"unknown model args {type(args).__name__}")
 
 

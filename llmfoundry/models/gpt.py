@@ -46,6 +46,9 @@ class GptArgs:
     """z-loss coefficient."""
     loss_chunk_size: int = 4096
     """Tokens per chunk of the output projection + cross-entropy."""
+    load_hf: str | None = None
+    """Start from the weights of a Hugging Face directory (MptForCausalLM, GPT2LMHeadModel or
+    LlamaForCausalLM with this exact shape), e.g. an earlier `foundry inference-convert` export."""
 
     @classmethod
     def config_expand(cls, raw: dict[str, Any]) -> dict[str, Any]:

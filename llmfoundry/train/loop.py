@@ -130,14 +130,17 @@ class Trainer:
         from llmfoundry.models.layers.attention import check_impl
 
         cfg = self.cfg
-        impl = getattr(getattr(cfg.model, "attn_config", None), "attn_impl", None) or getattr(cfg.model, "attn_impl")
-        check_impl(impl, self.dist.device, training=True)
+        impl = getattr(getattr(cfg.model, "attn_config", None), "attn_impl", None) or getattr(cfg.model, "attn_impl", None)
+        if impl is not None:  # hf_causal_lm models use their class's own attention
+            check_impl(impl, self.dist.device, training=True)
         model = build_model(cfg.model, device="meta")
         # Materialize and initialize the whole model identically on every rank, then shard it.
         model.to_empty(device=self.dist.device)
         torch.manual_seed(cfg.seed)
         with torch.no_grad():
             model.init_weights()
+        if getattr(cfg.model, "load_hf", None):
+            _load_hf_weights(model, cfg.model.load_hf)  # type: ignore[union-attr]
         fsdp = cfg.fsdp_config
         if fsdp is not None:
             apply_ac(model, fsdp.activation_checkpointing)
@@ -344,6 +347,18 @@ class Trainer:
     def _log(self, log: Any, metrics: dict[str, float]) -> None:
         if log is not None:
             log.log(self.step, metrics)
+
+
+def _load_hf_weights(model: nn.Module, directory: str) -> None:
+    from llmfoundry.export.hf import import_hf
+
+    state = import_hf(directory).state_dict()
+    ours = model.state_dict()
+    wrong = [k for k in ours if k not in state or state[k].shape != ours[k].shape]
+    if wrong:
+        raise UserError(f"model.load_hf: {directory} does not have this model's shape (first mismatch: {wrong[0]})")
+    with torch.no_grad():
+        model.load_state_dict({k: v.to(ours[k].device) for k, v in state.items()})
 
 
 def _memory() -> dict[str, float]:

@@ -2,7 +2,7 @@
 
 Both score the first N items of piqa, arc_easy, winogrande and lambada_openai (../shared/icl) with the same
 local model directory, on CPU, in one run. lm-eval lives in its own venv (.venv-lmeval: it needs
-transformers 5, which our pins exclude); this script creates it if it is missing (`pip install lm-eval==0.4.13`).
+transformers 5, which our pins exclude); this script creates it if it is missing (`pip install torch==2.13.0 lm-eval[hf]==0.4.13`, CPU torch).
 Its tasks are written as local yaml (dataset_path: json) with prompts equal to ours, so the accuracies must
 agree where the definitions coincide. Prints items/s of each (whole command, start-up included), the
 ratio, and per-task metrics side by side.
@@ -62,7 +62,8 @@ def ensure_lmeval() -> Path:
     if not exe.exists():
         print("creating .venv-lmeval (pip install lm-eval==0.4.13, a few minutes) ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(LMEVAL)], check=True)
-        subprocess.run([str(LMEVAL / "bin" / "pip"), "install", "-q", "lm-eval==0.4.13"], check=True)
+        subprocess.run([str(LMEVAL / "bin" / "pip"), "install", "-q", "torch==2.13.0", "lm-eval[hf]==0.4.13"],
+                       check=True)
     return exe
 
 

@@ -226,3 +226,20 @@ def test_trains_from_an_s3_bucket(workspace, s3_server, tmp_path):
     assert result.returncode == 0, result.stderr
     assert list((tmp_path / "cache" / "train").glob("shard.*.mds*"))  # really downloaded
     assert losses(local) == losses(remote)
+
+
+def test_trains_a_local_hugging_face_model(workspace, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    root, config = workspace
+    GPT2LMHeadModel(GPT2Config(n_embd=32, n_head=2, n_layer=2, n_positions=64, vocab_size=512)).save_pretrained(
+        tmp_path / "gpt2")
+    text = config.read_text()
+    start, end = text.index("model:"), text.index("max_duration:")
+    hf_config = tmp_path / "hf.yaml"
+    hf_config.write_text(text[:start] + f"model:\n  name: hf_causal_lm\n  pretrained_model_name_or_path: {tmp_path}/gpt2\n"
+                         + text[end:])
+    result = run_cli("train", str(hf_config), f"save_folder={tmp_path}/run", "max_duration=3ba", "save_interval=0")
+    assert result.returncode == 0, result.stderr
+    steps = losses(tmp_path / "run")
+    assert sorted(steps) == [1, 2, 3] and steps[3] < steps[1]

@@ -214,3 +214,41 @@ def test_bert_sequence_classifier():
     assert logits.shape == (4, 3)
     ref = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 1]), reduction="sum")
     assert abs(loss - ref) < 1e-5
+
+
+def test_hf_causal_lm_wraps_a_local_directory(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    source = GPT2LMHeadModel(GPT2Config(n_embd=32, n_head=2, n_layer=3, n_positions=64, vocab_size=300)).eval()
+    source.save_pretrained(tmp_path / "gpt2")
+    args = build(ModelConfig, {"name": "hf_causal_lm", "pretrained_model_name_or_path": str(tmp_path / "gpt2")})
+    model = build_model(args, device="meta")
+    assert len(model.blocks) == 3 and all(p.is_meta for p in model.parameters())
+    model.to_empty(device="cpu")
+    model.init_weights()
+    model.eval()
+    x = torch.randint(0, 300, (2, 16))
+    labels = torch.roll(x, -1, 1)
+    labels[:, -1] = -100
+    with torch.no_grad():
+        assert torch.equal(model(x), source(x).logits)
+        ours = model(x, labels=labels)
+        expected = torch.nn.functional.cross_entropy(source(x).logits[:, :-1].flatten(0, 1), x[:, 1:].flatten(),
+                                                     reduction="sum")
+    assert abs(ours - expected) < 1e-4
+    with pytest.raises(UserError, match="never downloaded"):
+        build(ModelConfig, {"name": "hf_causal_lm", "pretrained_model_name_or_path": "gpt2"})
+
+
+def test_load_hf_starts_from_an_export(tmp_path):
+    from llmfoundry.export.hf import export_model
+    from llmfoundry.train.loop import _load_hf_weights
+
+    trained = make(_tiny_mpt())
+    export_model(trained, tmp_path / "hf", tokenizer_dir=None)
+    fresh = make(_tiny_mpt(), seed=1)
+    _load_hf_weights(fresh, str(tmp_path / "hf"))
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in trained.state_dict().items())
+    with pytest.raises(UserError, match="does not have this model's shape"):
+        _load_hf_weights(make(_tiny_mpt(d_model=64)), str(tmp_path / "hf"))

@@ -1,0 +1,106 @@
+"""`hf_causal_lm`: any local Hugging Face causal LM directory, trained by the same loop as our own models.
+
+The wrapper gives a transformers model our model contract: `.blocks` (its list of decoder layers, for
+FSDP and activation checkpointing), `init_weights()` (loads the pretrained weights, or initializes from the
+config when `pretrained: false`, so building on the meta device works as for our families), and a loss
+computed with our chunked cross-entropy on the final hidden states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from llmfoundry.errors import UserError
+from llmfoundry.models.layers.loss import chunked_cross_entropy
+from llmfoundry.models.params import count_params
+
+
+@dataclass
+class HFCausalLMArgs:
+    name: Literal["hf_causal_lm"]
+    """Model family."""
+    pretrained_model_name_or_path: str
+    """A local Hugging Face model directory (config.json + weights); hub ids are not downloaded."""
+    pretrained: bool = True
+    """Start from the directory's weights (true) or from a fresh initialization of its config (false)."""
+    trust_remote_code: bool = False
+    """Allow a modeling file shipped in the directory."""
+    z_loss: float = 0.0
+    """z-loss coefficient."""
+    loss_chunk_size: int = 4096
+    """Tokens per chunk of the output projection + cross-entropy."""
+
+    def __post_init__(self) -> None:
+        if not (Path(self.pretrained_model_name_or_path) / "config.json").exists():
+            raise UserError(f"pretrained_model_name_or_path: {self.pretrained_model_name_or_path} is not a local "
+                            "Hugging Face model directory (no config.json); models are never downloaded")
+
+
+class HFCausalLM(nn.Module):
+    def __init__(self, args: HFCausalLMArgs) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        self.args = args
+        config = AutoConfig.from_pretrained(args.pretrained_model_name_or_path, local_files_only=True,
+                                            trust_remote_code=args.trust_remote_code)
+        self.model = AutoModelForCausalLM.from_config(config, trust_remote_code=args.trust_remote_code)
+        self._blocks = _find_layers(self.model)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self._blocks
+
+    def init_weights(self) -> None:
+        if not self.args.pretrained:
+            self.model.apply(self.model._init_weights)
+            self.model.tie_weights()
+            return
+        from transformers import AutoModelForCausalLM
+
+        source = AutoModelForCausalLM.from_pretrained(self.args.pretrained_model_name_or_path, local_files_only=True,
+                                                      trust_remote_code=self.args.trust_remote_code,
+                                                      dtype=torch.float32)
+        with torch.no_grad():
+            missing, unexpected = self.model.load_state_dict(source.state_dict(), strict=False)
+        if unexpected or [m for m in missing if "lm_head" not in m]:
+            raise UserError(f"{self.args.pretrained_model_name_or_path}: weights do not match its config "
+                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        self.model.tie_weights()
+
+    def forward(self, input_ids: torch.Tensor, *, labels: torch.Tensor | None = None,
+                sequence_id: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        del sequence_id  # transformers classes have no per-document masking
+        if labels is None:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
+        head = self.model.get_output_embeddings()
+        return chunked_cross_entropy(hidden, head.weight, labels, z_loss=self.args.z_loss,
+                                     chunk_size=self.args.loss_chunk_size)
+
+    def num_params(self, exclude_embeddings: bool = False) -> int:
+        return count_params(self, exclude_embeddings)
+
+    def flops_per_token(self, seq_len: int) -> float:
+        config = self.model.config
+        layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
+        width = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0)
+        head = self.model.get_output_embeddings().weight.numel()
+        return 6 * (self.num_params(exclude_embeddings=True) + head) + 12 * layers * width * seq_len
+
+
+def _find_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder's layer list: the longest ModuleList in the model (model.layers, transformer.h, ...)."""
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
+    if not lists:
+        raise UserError(f"{type(model).__name__}: no list of layers found to shard")
+    return max(lists, key=len)
+
+
+def build_hf(args: HFCausalLMArgs) -> HFCausalLM:
+    return HFCausalLM(args)
