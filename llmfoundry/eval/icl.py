@@ -63,29 +63,52 @@ def _autocast(device: torch.device, precision: str) -> Any:
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "amp_bf16" else torch.float16)
 
 
+@contextlib.contextmanager
+def _progress(label: str, total: int) -> Any:
+    """A rich progress bar on a terminal (rank 0); nothing in logs."""
+    import sys
+
+    import torch.distributed as dist
+
+    if not sys.stderr.isatty() or (dist.is_initialized() and dist.get_rank() != 0):
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
 @torch.inference_mode()
 def score(model: Any, encoded: list[tuple[list[int], list[int]]], *, batch_size: int, device: torch.device,
-          precision: str, pad_id: int) -> list[Scored]:
+          precision: str, pad_id: int, label: str = "scoring") -> list[Scored]:
     """Log-likelihood of each continuation given its context."""
     order = sorted(range(len(encoded)), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
     results: list[Scored | None] = [None] * len(encoded)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        rows = [encoded[i][0] + encoded[i][1] for i in chunk]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        for r, row in enumerate(rows):
-            ids[r, : len(row)] = torch.tensor(row)
-        with _autocast(device, precision):
-            logits = _logits(model, ids.to(device))
-        for r, i in enumerate(chunk):
-            ctx, cont = encoded[i]
-            positions = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1, device=logits.device)
-            logprobs = torch.log_softmax(logits[r, positions].float(), dim=-1)
-            target = torch.tensor(cont, device=logits.device)
-            picked = logprobs.gather(1, target[:, None]).squeeze(1)
-            results[i] = Scored(float(picked.sum()), len(cont), bool((logprobs.argmax(-1) == target).all()))
+    with _progress(label, len(order)) as advance:
+        for start in range(0, len(order), batch_size):
+            _score_batch(model, encoded, order[start : start + batch_size], results, device, precision, pad_id)
+            advance(min(batch_size, len(order) - start))
     return results  # type: ignore[return-value]
+
+
+def _score_batch(model: Any, encoded: list[tuple[list[int], list[int]]], chunk: list[int],
+                 results: list[Scored | None], device: torch.device, precision: str, pad_id: int) -> None:
+    rows = [encoded[i][0] + encoded[i][1] for i in chunk]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, : len(row)] = torch.tensor(row)
+    with _autocast(device, precision):
+        logits = _logits(model, ids.to(device))
+    for r, i in enumerate(chunk):
+        ctx, cont = encoded[i]
+        positions = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1, device=logits.device)
+        logprobs = torch.log_softmax(logits[r, positions].float(), dim=-1)
+        target = torch.tensor(cont, device=logits.device)
+        picked = logprobs.gather(1, target[:, None]).squeeze(1)
+        results[i] = Scored(float(picked.sum()), len(cont), bool((logprobs.argmax(-1) == target).all()))
 
 
 @torch.inference_mode()
@@ -168,7 +191,7 @@ def evaluate_task(model: Any, tokenizer: Any, cfg: ICLTaskConfig, *, batch_size:
             per_item = _generation_metrics(items, requests, answers)
         else:
             scored = score(model, [encoded[i] for i in mine], batch_size=bs, device=device, precision=precision,
-                           pad_id=pad)
+                           pad_id=pad, label=f"{cfg.label} {shots}-shot")
             results = _gather(dict(zip(mine, scored)), world)
             per_item = _likelihood_metrics(cfg, items, requests, results)
         prefix = f"{cfg.label}/{shots}-shot"
