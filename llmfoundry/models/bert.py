@@ -257,7 +257,8 @@ class MosaicBert(nn.Module):
         # MosaicBERT's trick: run the MLM head only where there is something to predict.
         where = (flat_labels != IGNORE_INDEX).nonzero().squeeze(1)
         hidden = self._transform(x[where])
-        return _mlm_loss(hidden, weight, self.cls_bias, flat_labels[where], self.args.loss_chunk_size)
+        return chunked_cross_entropy(hidden, weight, flat_labels[where], bias=self.cls_bias,
+                                     chunk_size=self.args.loss_chunk_size)
 
     def _transform(self, x: torch.Tensor) -> torch.Tensor:
         return self.cls["norm"](F.gelu(self.cls["dense"](x)))
@@ -277,14 +278,6 @@ class MosaicBert(nn.Module):
         a = self.args
         head = self.bert.embeddings["word_embeddings"].weight.numel() if a.num_labels is None else 0
         return 6 * (self.num_params(exclude_embeddings=True) + head) + 12 * a.n_layers * a.d_model * seq_len
-
-
-def _mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, labels: torch.Tensor,
-              chunk_size: int) -> torch.Tensor:
-    # The decoder bias is folded in as an extra input column so the shared chunked loss can be reused.
-    ones = hidden.new_ones(hidden.shape[0], 1)
-    return chunked_cross_entropy(torch.cat([hidden, ones], dim=-1), torch.cat([weight, bias[:, None]], dim=-1),
-                                 labels, chunk_size=chunk_size)
 
 
 def build_bert(args: BertArgs) -> MosaicBert:

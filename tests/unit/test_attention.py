@@ -158,3 +158,16 @@ def test_gpu_backends_train_like_torch(impl):
         outs.append((out, q.grad))
     assert (outs[0][0] - outs[1][0]).abs().max() < 1e-3
     assert (outs[0][1] - outs[1][1]).abs().max() < 1e-2
+
+
+def test_chunked_loss_with_bias_matches():
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(30, 8, generator=g, requires_grad=True)
+    weight = torch.randn(50, 8, generator=g, requires_grad=True)
+    bias = torch.randn(50, generator=g, requires_grad=True)
+    labels = torch.randint(0, 50, (30,), generator=g)
+    got = chunked_cross_entropy(hidden, weight, labels, bias=bias, chunk_size=7)
+    ref = torch.nn.functional.cross_entropy(hidden @ weight.t() + bias, labels, reduction="sum")
+    assert abs(got.item() - ref.item()) <= 1e-5 * abs(ref.item())
+    for a, b in zip(torch.autograd.grad(got, (hidden, weight, bias)), torch.autograd.grad(ref, (hidden, weight, bias))):
+        assert (a - b).abs().max() < 1e-5
