@@ -80,70 +80,17 @@ def _progress(label: str, total: int) -> Any:
         yield lambda n: bar.advance(task, n)
 
 
-def _has_kv_cache(model: Any) -> bool:
-    """transformers models (not our remote-code wrapper) can reuse a context's keys and values."""
-    try:
-        from transformers import PreTrainedModel
-    except ImportError:
-        return False
-    return isinstance(model, PreTrainedModel) and getattr(model.config, "model_type", "") != "llmfoundry"
-
-
 @torch.inference_mode()
 def score(model: Any, encoded: list[tuple[list[int], list[int]]], *, batch_size: int, device: torch.device,
           precision: str, pad_id: int, label: str = "scoring") -> list[Scored]:
-    """Log-likelihood of each continuation given its context.
-
-    Requests sharing a context (the choices of a multiple-choice item) encode it once when the model has a
-    KV cache; the rest go through length-sorted batches.
-    """
+    """Log-likelihood of each continuation given its context."""
+    order = sorted(range(len(encoded)), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
     results: list[Scored | None] = [None] * len(encoded)
-    rest = list(range(len(encoded)))
-    groups: list[list[int]] = []
-    if _has_kv_cache(model):
-        by_context: dict[tuple[int, ...], list[int]] = {}
-        for i, (ctx, _) in enumerate(encoded):
-            by_context.setdefault(tuple(ctx), []).append(i)
-        groups = [g for g in by_context.values() if len(g) > 1]
-        shared = {i for g in groups for i in g}
-        rest = [i for i in rest if i not in shared]
-    order = sorted(rest, key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
-    with _progress(label, len(encoded)) as advance:
-        for group in groups:
-            _score_shared(model, encoded, group, results, device, precision, pad_id)
-            advance(len(group))
+    with _progress(label, len(order)) as advance:
         for start in range(0, len(order), batch_size):
             _score_batch(model, encoded, order[start : start + batch_size], results, device, precision, pad_id)
             advance(min(batch_size, len(order) - start))
     return results  # type: ignore[return-value]
-
-
-def _score_shared(model: Any, encoded: list[tuple[list[int], list[int]]], group: list[int],
-                  results: list[Scored | None], device: torch.device, precision: str, pad_id: int) -> None:
-    """One context forward with use_cache, then every continuation of the group on the repeated cache."""
-    ctx = encoded[group[0]][0]
-    conts = [encoded[i][1] for i in group]
-    with _autocast(device, precision):
-        out = model(torch.tensor([ctx], device=device), use_cache=True)
-    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-    width = max(len(c) for c in conts) - 1
-    rest = None
-    if width > 0:
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(len(group))
-        ids = torch.full((len(group), width), pad_id, dtype=torch.long)
-        for j, cont in enumerate(conts):
-            ids[j, : len(cont) - 1] = torch.tensor(cont[:-1])
-        mask = torch.ones(len(group), len(ctx) + width, dtype=torch.long, device=device)
-        with _autocast(device, precision):
-            rest = torch.log_softmax(model(ids.to(device), past_key_values=cache, attention_mask=mask).logits.float(), -1)
-    for j, i in enumerate(group):
-        cont = conts[j]
-        steps = [first] + ([rest[j, t] for t in range(len(cont) - 1)] if rest is not None else [])
-        target = torch.tensor(cont, device=first.device)
-        logprobs = torch.stack(steps)
-        picked = logprobs.gather(1, target[:, None]).squeeze(1)
-        results[i] = Scored(float(picked.sum()), len(cont), bool((logprobs.argmax(-1) == target).all()))
 
 
 def _score_batch(model: Any, encoded: list[tuple[list[int], list[int]]], chunk: list[int],

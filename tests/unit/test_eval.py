@@ -177,22 +177,3 @@ def test_gauntlet_subtracts_baseline_and_averages():
     assert out["gauntlet/only_a"] == pytest.approx(0.25)
     with pytest.raises(UserError, match="needs q/0-shot/acc"):
         gauntlet_scores(GauntletConfig(categories=[Category("c", [Benchmark("q", 0)])]), metrics, {})
-
-
-def test_shared_context_kv_cache_path_equals_batched_path(tmp_path, tok, shared_dir):
-    """transformers models encode a multiple-choice context once; scores equal the plain batched path."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from llmfoundry.eval.icl import _score_batch, score
-
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_head=2, n_layer=2, n_positions=512)).eval()
-    lines = (shared_dir / "icl" / "hellaswag.jsonl").read_text().splitlines()[:6]
-    (tmp_path / "h.jsonl").write_text("\n".join(lines) + "\n")
-    cfg = ICLTaskConfig(label="h", dataset_uri=str(tmp_path / "h.jsonl"), icl_task_type="multiple_choice")
-    encoded = [encode(tok, r.context, r.continuation, 256) for r in build_requests(cfg, load_items(cfg), 0)]
-    shared = score(model, encoded, batch_size=8, device=torch.device("cpu"), precision="fp32", pad_id=0)
-    plain: list = [None] * len(encoded)
-    with torch.inference_mode():
-        _score_batch(model, encoded, list(range(len(encoded))), plain, torch.device("cpu"), "fp32", 0)
-    assert all(abs(a.logprob - b.logprob) < 1e-4 and a.greedy == b.greedy for a, b in zip(shared, plain))
