@@ -255,10 +255,7 @@ class Trainer:
             window_tokens += step_tokens
             is_last = self.step == self.max_steps
             if self.step % log_every == 0 or is_last:
-                loss = (loss_sum / count.clamp(min=1)).item()
-                if not math.isfinite(loss):
-                    raise UserError(f"step {self.step}: loss is {loss}; stopping (the last good checkpoint is kept). "
-                                    "Lower the learning rate or set skip_nan_batches: true")
+                loss = self._check_finite(loss_sum, count)
                 elapsed = time.perf_counter() - window_start
                 rate = window_tokens / elapsed
                 metrics = {"loss/train": loss, "lr": self.optimizer.param_groups[0]["lr"], "tokens": self.tokens,
@@ -276,12 +273,20 @@ class Trainer:
                 last.update(self._evaluate())
                 self._log(log, last)
             if (save_every and self.step % save_every == 0) or is_last:
+                self._check_finite(loss_sum, count)  # never write NaN weights over the last good checkpoint
                 save_checkpoint(self.ckpt_dir, self.step, self._state(), self.config_yaml, is_main=dist.is_main,
                                 keep=cfg.save_num_checkpoints_to_keep)
         if log is not None:
             log.message(f"done: {self.step} steps, {self.tokens:,} tokens; checkpoint in {self.ckpt_dir}")
             log.close()
         return last
+
+    def _check_finite(self, loss_sum: torch.Tensor, count: torch.Tensor) -> float:
+        loss = (loss_sum / count.clamp(min=1)).item()
+        if not math.isfinite(loss):
+            raise UserError(f"step {self.step}: loss is {loss}; stopping (the last good checkpoint is kept). "
+                            "Lower the learning rate or set skip_nan_batches: true")
+        return loss
 
     def _train_step(self, micros: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.dist.device

@@ -190,9 +190,12 @@ def test_nan_loss_stops_with_a_clear_message(workspace):
     root, config = workspace
     run = root / "nan"
     result = run_cli("train", str(config), f"save_folder={run}", "optimizer.lr=1e30", "scheduler.t_warmup=0ba",
-                     "algorithms.gradient_clipping=null", "max_duration=6ba")
+                     "algorithms.gradient_clipping=null", "max_duration=6ba", "save_interval=1ba")
     assert result.returncode == 1
     assert "loss is nan" in result.stderr or "loss is inf" in result.stderr
+    latest = (run / "checkpoints" / "latest").read_text().strip()
+    assert latest == "step-00000001"  # the last checkpoint with a finite loss; nothing written after it
+    assert all(torch.isfinite(v).all() for v in weights(run).values())
 
 
 def test_icl_tasks_run_during_training(workspace, shared_dir):
