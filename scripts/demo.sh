@@ -21,15 +21,15 @@ step "2. Convert all abstracts into packed MDS shards (seq $SEQ, 2% validation s
 $FOUNDRY convert-dataset "$PUBMED"/pubmed*.xml.gz --out "$OUT/data" --tokenizer "$OUT/tokenizer" \
   --max-seq-len "$SEQ" --val-fraction 0.02 --workers 2 --overwrite
 
-step "3. Train a tiny MPT on them for ${STEPS:-240} steps (yamls/pretrain/tiny-cpu.yaml), with validation perplexity"
+step "3. Train a tiny MPT on them for ${STEPS:-800} steps (yamls/pretrain/tiny-cpu.yaml), with validation perplexity"
 $FOUNDRY train yamls/pretrain/tiny-cpu.yaml variables.data_local="$OUT/data" variables.tokenizer="$OUT/tokenizer" \
   save_folder="$OUT/run" progress_bar=false autoresume=false save_overwrite=true \
-  max_duration="${STEPS:-240}ba" eval_interval=120ba save_interval=120ba console_log_interval=20ba
+  max_duration="${STEPS:-800}ba" eval_interval=200ba save_interval=400ba console_log_interval=50ba
 
 step "4. Export the run as a Hugging Face model (MptForCausalLM, loads without trust_remote_code)"
 $FOUNDRY inference-convert "$OUT/run" "$OUT/hf" --overwrite
 
 step "5. Generate from the exported model"
-$FOUNDRY generate "$OUT/hf" --prompt "Aspirin reduces the risk of" --max-new-tokens 32 --greedy
+$FOUNDRY generate "$OUT/hf" --prompt "Aspirin reduces the risk of" --max-new-tokens 40 --temperature 0.7 --top-p 0.9 --seed 1
 
 step "done: tokenizer $OUT/tokenizer, shards $OUT/data, run $OUT/run (metrics.jsonl, checkpoints), model $OUT/hf"
