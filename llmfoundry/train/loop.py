@@ -55,7 +55,7 @@ def _check_before_work(cfg: TrainConfig, dist: DistInfo) -> tuple[int, int]:
         raise UserError(f"global_train_batch_size: {cfg.global_train_batch_size} is not divisible by the "
                         f"{dist.world_size} processes")
     if micro == "auto":
-        micro = per_rank  # CPU and first try on GPU: the whole per-rank batch; OOM halves it (see _find_microbatch)
+        micro = per_rank  # the whole per-process batch (no search after an out-of-memory error yet)
     if per_rank % micro:
         raise UserError(f"device_train_microbatch_size: {micro} does not divide the per-process batch {per_rank} "
                         f"(global_train_batch_size {cfg.global_train_batch_size} / {dist.world_size} processes)")
