@@ -49,7 +49,7 @@ def read_config(checkpoint: Path) -> dict[str, Any]:
 
 
 def load_model_from_checkpoint(src: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the model the checkpoint's config describes and load its weights (CPU, fp32)."""
+    """Build the model the checkpoint's config describes and load its weights (CPU, fp32; LoRA merged)."""
     import torch.distributed.checkpoint as dcp
 
     from llmfoundry.config import build
@@ -60,6 +60,11 @@ def load_model_from_checkpoint(src: str | Path) -> tuple[nn.Module, dict[str, An
     args = build(ModelConfig, config["model"], key="model", origin=lambda _: str(checkpoint / "config.yaml"))
     model = build_model(args, device="meta")
     model.to_empty(device="cpu")
+    peft = getattr(args, "peft_config", None)
+    if peft is not None:  # a LoRA run's checkpoint holds the base weights and the adapters under these names
+        from llmfoundry.models.lora import apply_lora
+
+        apply_lora(model, peft)
     state = model.state_dict()
     try:
         with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
@@ -69,6 +74,10 @@ def load_model_from_checkpoint(src: str | Path) -> tuple[nn.Module, dict[str, An
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"{checkpoint}: cannot load the model weights ({first})") from None
     model.load_state_dict(state)
+    if peft is not None:  # exports and evaluation get one plain model with the adapters folded in
+        from llmfoundry.models.lora import merge_lora
+
+        merge_lora(model)
     return model.eval(), config
 
 
