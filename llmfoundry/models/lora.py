@@ -91,8 +91,9 @@ class LoraLinear(nn.Linear):
         layer = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
                           device=self.weight.device, dtype=self.weight.dtype)
         with torch.no_grad():
-            delta = (self.lora_B.float() @ self.lora_A.float()) * self.scaling
-            layer.weight.copy_((self.weight.float() + delta).to(self.weight.dtype))
+            work = torch.promote_types(self.weight.dtype, torch.float32)  # bf16 weights merge in fp32
+            delta = (self.lora_B.to(work) @ self.lora_A.to(work)) * self.scaling
+            layer.weight.copy_((self.weight.to(work) + delta).to(self.weight.dtype))
             if self.bias is not None:
                 layer.bias.copy_(self.bias)
         for attr in ("_is_residual",):
