@@ -104,12 +104,26 @@ def convert_dataset(
     strict: bool = typer.Option(False, "--strict", help="Fail on the first bad record (invalid UTF-8, malformed JSON, missing field) instead of counting and skipping it."),
     max_docs: Optional[int] = typer.Option(None, "--max-docs", help="Stop after this many documents."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output."),
+    kind: str = typer.Option("pretraining", "--kind", help="pretraining: documents (--mode concat|text); finetuning: "
+                             "prompt/response or chat (messages) examples from .jsonl/.parquet, stored as text."),
 ) -> None:
     """Convert text, JSONL, parquet/arrow or PubMed XML into streaming MDS shards."""
 
     def go() -> None:
         from llmfoundry.data.convert import convert_dataset as run, format_summary
 
+        _choice("--kind", kind, ("pretraining", "finetuning"))
+        if kind == "finetuning":
+            from llmfoundry.data.convert_finetune import convert_finetuning
+
+            if tokenizer is not None or text_field != "text":
+                raise UserError("--kind finetuning: examples are stored as text and tokenized at train time, from "
+                                "their prompt/response or messages fields; drop --tokenizer/--text-field")
+            summary = convert_finetuning(inputs, out, val_fraction=val_fraction, strict=strict, max_docs=max_docs,
+                                         shard_size=shard_size, compression=compression, overwrite=overwrite)
+            typer.echo(format_summary(summary))
+            typer.echo(f"wrote {out}")
+            return
         _choice("--mode", mode, ("concat", "text"))
         _choice("--input-format", input_format, ("auto", "text", "jsonl", "parquet", "arrow", "pubmed"))
         _choice("--split-by", split_by, ("file", "paragraph"))

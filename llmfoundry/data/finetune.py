@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,24 +91,27 @@ def read_records(cfg: FinetuneDatasetConfig, where: str) -> Iterator[tuple[str, 
         for i in range(len(dataset)):
             yield f"{paths[0]}: sample {i}", dataset[i]
         return
-    for path in paths:
-        yield from (_read_parquet(path) if path.suffix == ".parquet" else _read_jsonl(path))
+    yield from read_files(paths)
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+def _read_jsonl(path: Path, skipped: Counter[str] | None = None) -> Iterator[tuple[str, Any]]:
+    """Records with their file:line; bad lines raise, or are counted in `skipped` when it is given."""
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             where = f"{path}:{number}"
             try:
                 line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise UserError(f"{where}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
-            if not line.strip():
-                continue
-            try:
+                if not line.strip():
+                    continue
                 yield where, json.loads(line)
+            except UnicodeDecodeError as err:
+                if skipped is None:
+                    raise UserError(f"{where}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
+                skipped["invalid_utf8"] += 1
             except json.JSONDecodeError as err:
-                raise UserError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+                if skipped is None:
+                    raise UserError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+                skipped["malformed_json"] += 1
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
@@ -121,21 +125,34 @@ def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
         yield f"{path}: row {i}", record
 
 
+def read_files(paths: list[Path], skipped: Counter[str] | None = None) -> Iterator[tuple[str, Any]]:
+    for path in paths:
+        _check_type(path, "input")
+        yield from (_read_parquet(path) if path.suffix == ".parquet" else _read_jsonl(path, skipped))
+
+
 # -- rendering --------------------------------------------------------------------------------------------
 
-def segments_of(record: Any, where: str, render: Callable[[list[dict[str, str]], bool], str]) -> tuple[list[str], list[bool], bool]:
-    """The example as text pieces, which pieces are responses, and whether it is a prompt/response pair."""
+def normalize(record: Any, where: str) -> dict[str, Any]:
+    """A validated example: {"prompt", "response"} strings, or {"messages": [{"role", "content"}, ...]}."""
     if not isinstance(record, dict):
         raise UserError(f"{where}: expected an object with prompt/response or messages, got {type(record).__name__}")
     if "messages" in record:
         messages = record["messages"]
-        if isinstance(messages, str):  # parquet/MDS may hold the conversation as JSON text
+        if isinstance(messages, str):  # parquet may hold the conversation as JSON text
             try:
                 messages = json.loads(messages)
             except json.JSONDecodeError as err:
                 raise UserError(f"{where}: messages is a string that is not JSON ({err.msg})") from None
-        texts, flags = _chat_segments(messages, where, render)
-        return texts, flags, False
+        if not isinstance(messages, list) or not messages:
+            raise UserError(f"{where}: messages must be a non-empty list of {{role, content}}")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+                raise UserError(f"{where}: messages[{i}] must be {{\"role\": {'|'.join(ROLES)}, \"content\": "
+                                f"string}}, got {json.dumps(m)[:120]}")
+        if messages[-1]["role"] != "assistant":
+            raise UserError(f"{where}: the last message must be the assistant's (it is what the model learns to say)")
+        return {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
     missing = [k for k in ("prompt", "response") if k not in record]
     if missing:
         raise UserError(f"{where}: missing {' and '.join(repr(k) for k in missing)}: an example needs \"prompt\" and "
@@ -144,19 +161,20 @@ def segments_of(record: Any, where: str, render: Callable[[list[dict[str, str]],
     for key in ("prompt", "response"):
         if not isinstance(record[key], str):
             raise UserError(f"{where}: {key} is {type(record[key]).__name__}, expected a string")
-    return [record["prompt"], record["response"]], [False, True], True
+    return {"prompt": record["prompt"], "response": record["response"]}
 
 
-def _chat_segments(messages: Any, where: str, render: Callable[[list[dict[str, str]], bool], str]) -> tuple[list[str], list[bool]]:
-    if not isinstance(messages, list) or not messages:
-        raise UserError(f"{where}: messages must be a non-empty list of {{role, content}}")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise UserError(f"{where}: messages[{i}] must be {{\"role\": {'|'.join(ROLES)}, \"content\": string}}, "
-                            f"got {json.dumps(m)[:120]}")
-    if messages[-1]["role"] != "assistant":
-        raise UserError(f"{where}: the last message must be the assistant's (it is what the model learns to say)")
-    clean = [{"role": m["role"], "content": m["content"]} for m in messages]
+def segments_of(record: Any, where: str, render: Callable[[list[dict[str, str]], bool], str]) -> tuple[list[str], list[bool], bool]:
+    """The example as text pieces, which pieces are responses, and whether it is a prompt/response pair."""
+    example = normalize(record, where)
+    if "messages" in example:
+        texts, flags = _chat_segments(example["messages"], where, render)
+        return texts, flags, False
+    return [example["prompt"], example["response"]], [False, True], True
+
+
+def _chat_segments(clean: list[dict[str, str]], where: str,
+                   render: Callable[[list[dict[str, str]], bool], str]) -> tuple[list[str], list[bool]]:
     texts: list[str] = []
     flags: list[bool] = []
     done = ""

@@ -200,3 +200,17 @@ def test_glue_style_classifier_warm_starts_from_another_head(tmp_path):
     assert metrics["metrics/val/accuracy"] == 1.0
     assert metrics["metrics/val/f1"] == 1.0 and metrics["metrics/val/matthews"] == 1.0
     assert final_metrics(tmp_path / "mnli")["metrics/val/accuracy"] > 0.9
+
+
+CHAT_EXAMPLES = [{"messages": [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": f"A{i}."}]}
+                 for i in range(6)]
+
+
+def test_cli_kind_finetuning(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in CHAT_EXAMPLES))
+    ok = run_cli("convert-dataset", str(src), "-o", str(tmp_path / "mds"), "--kind", "finetuning")
+    assert ok.returncode == 0, ok.stderr
+    assert "written: 6" in ok.stdout
+    bad = run_cli("convert-dataset", str(src), "-o", str(tmp_path / "x"), "--kind", "finetuning", "-t", "tok")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "drop --tokenizer" in bad.stderr
