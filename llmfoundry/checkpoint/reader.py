@@ -48,8 +48,8 @@ def read_config(checkpoint: Path) -> dict[str, Any]:
     raise UserError(f"{checkpoint}: no config.yaml beside the checkpoint")
 
 
-def load_model_from_checkpoint(src: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the model the checkpoint's config describes and load its weights (CPU, fp32; LoRA merged)."""
+def load_model_from_checkpoint(src: str | Path, *, merge_lora: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model the checkpoint's config describes and load its weights (CPU, fp32; LoRA merged unless asked)."""
     import torch.distributed.checkpoint as dcp
 
     from llmfoundry.config import build
@@ -74,10 +74,10 @@ def load_model_from_checkpoint(src: str | Path) -> tuple[nn.Module, dict[str, An
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"{checkpoint}: cannot load the model weights ({first})") from None
     model.load_state_dict(state)
-    if peft is not None:  # exports and evaluation get one plain model with the adapters folded in
-        from llmfoundry.models.lora import merge_lora
+    if peft is not None and merge_lora:  # exports and evaluation get one plain model with the adapters folded in
+        from llmfoundry.models.lora import merge_lora as merge
 
-        merge_lora(model)
+        merge(model)
     return model.eval(), config
 
 

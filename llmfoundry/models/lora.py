@@ -141,7 +141,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the adapter tensors (`...lora_A`, `...lora_B`), e.g. to save a few MB instead of the whole model."""
+    """Only the adapter tensors (`...lora_A`, `...lora_B`); export/adapters.py saves them on their own."""
     return {k: v for k, v in model.state_dict().items() if is_adapter_key(k)}
 
 

@@ -141,6 +141,17 @@ def test_lora_trains_only_adapters_and_exports_merged(lm_workspace, memorised, t
     ids = torch.randint(0, 320, (2, 24))
     with torch.no_grad():
         torch.testing.assert_close(merged(ids), adapted.eval()(ids), rtol=1e-5, atol=1e-5)
+    # adapters alone: a small directory that turns the base model into the finetuned one
+    from llmfoundry.export.adapters import load_adapters
+
+    done = run_cli("inference-convert", str(run), str(tmp_path / "adapters"), "--adapters-only")
+    assert done.returncode == 0, done.stderr
+    rebuilt = load_model_from_checkpoint(base_run)[0]
+    load_adapters(rebuilt, tmp_path / "adapters")
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(ids), merged(ids), rtol=1e-5, atol=1e-5)
+    assert (tmp_path / "adapters" / "adapters.safetensors").stat().st_size < 0.2 * sum(
+        v.numel() * 4 for v in base.values())
     export_model(merged, str(tmp_path / "hf"), tokenizer_dir=str(lm_workspace / "tok"), dtype="fp32")
     from transformers import AutoModelForCausalLM
 

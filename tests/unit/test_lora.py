@@ -68,3 +68,26 @@ def test_target_modules_errors():
         apply_lora(hf, LoraConfig(target_modules=["c_attn"]))
     with pytest.raises(UserError, match="r: must be at least 1"):
         build(LoraConfig, {"r": 0})
+
+
+def test_lora_on_a_transformers_model(tmp_path):
+    """hf_causal_lm models take the same adapters (Llama-style q_proj/v_proj), and only they get gradients."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmfoundry.models.hf import HFCausalLMArgs
+
+    LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                 num_key_value_heads=2, vocab_size=100)).save_pretrained(tmp_path)
+    args = build(ModelConfig, {"name": "hf_causal_lm", "pretrained_model_name_or_path": str(tmp_path),
+                               "peft_config": {"r": 2, "target_modules": ["q_proj", "v_proj"]}})
+    model = build_model(args)
+    model.init_weights()
+    x = torch.randint(0, 100, (2, 8))
+    with torch.no_grad():
+        before = model(x)
+    apply_lora(model, args.peft_config)
+    model(x, labels=x).backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert grads == {n for n, _ in model.named_parameters() if "lora_" in n} and len(grads) == 8
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), before)
