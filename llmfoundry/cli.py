@@ -104,12 +104,26 @@ def convert_dataset(
     strict: bool = typer.Option(False, "--strict", help="Fail on the first bad record (invalid UTF-8, malformed JSON, missing field) instead of counting and skipping it."),
     max_docs: Optional[int] = typer.Option(None, "--max-docs", help="Stop after this many documents."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output."),
+    kind: str = typer.Option("pretraining", "--kind", help="pretraining: documents (--mode concat|text); finetuning: "
+                             "prompt/response or chat (messages) examples from .jsonl/.parquet, stored as text."),
 ) -> None:
     """Convert text, JSONL, parquet/arrow or PubMed XML into streaming MDS shards."""
 
     def go() -> None:
         from llmfoundry.data.convert import convert_dataset as run, format_summary
 
+        _choice("--kind", kind, ("pretraining", "finetuning"))
+        if kind == "finetuning":
+            from llmfoundry.data.convert_finetune import convert_finetuning
+
+            if tokenizer is not None or text_field != "text":
+                raise UserError("--kind finetuning: examples are stored as text and tokenized at train time, from "
+                                "their prompt/response or messages fields; drop --tokenizer/--text-field")
+            summary = convert_finetuning(inputs, out, val_fraction=val_fraction, strict=strict, max_docs=max_docs,
+                                         shard_size=shard_size, compression=compression, overwrite=overwrite)
+            typer.echo(format_summary(summary))
+            typer.echo(f"wrote {out}")
+            return
         _choice("--mode", mode, ("concat", "text"))
         _choice("--input-format", input_format, ("auto", "text", "jsonl", "parquet", "arrow", "pubmed"))
         _choice("--split-by", split_by, ("file", "paragraph"))
@@ -175,6 +189,8 @@ def inference_convert(
     out: str = typer.Argument(..., help="Output Hugging Face model directory.", show_default=False),
     dtype: str = typer.Option("fp32", "--dtype", help="Weight dtype: fp32, bf16 or fp16."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+    adapters_only: bool = typer.Option(False, "--adapters-only", help="LoRA runs: write only the adapters "
+                                       "(adapters.safetensors + adapter_config.json) instead of the merged model."),
 ) -> None:
     """Export a checkpoint as a Hugging Face directory (safetensors, config, tokenizer) for transformers."""
 
@@ -184,6 +200,21 @@ def inference_convert(
 
         if dtype not in ("fp32", "bf16", "fp16"):
             raise UserError(f"--dtype: got {dtype!r}, expected fp32, bf16 or fp16")
+        if adapters_only:
+            from llmfoundry.config import build
+            from llmfoundry.io import check_output_dir
+            from llmfoundry.export.adapters import save_adapters
+            from llmfoundry.models.lora import LoraConfig
+
+            check_output_dir(out, overwrite=overwrite)
+            model, config = load_model_from_checkpoint(src, merge_lora=False)
+            peft = (config.get("model") or {}).get("peft_config")
+            if not peft:
+                raise UserError(f"{src}: --adapters-only needs a LoRA run (model.peft_config); this one has none")
+            save_adapters(model, build(LoraConfig, peft, key="model.peft_config"), out)
+            typer.echo(f"wrote {out}: LoRA adapters only; put them on the base model with "
+                       "llmfoundry.export.adapters.load_adapters(model, DIR)")
+            return
         model, config = load_model_from_checkpoint(src)
         tokenizer_dir = (config.get("tokenizer") or {}).get("name")
         result = export_model(model, out, tokenizer_dir=tokenizer_dir, dtype=dtype, overwrite=overwrite)

@@ -48,8 +48,8 @@ def read_config(checkpoint: Path) -> dict[str, Any]:
     raise UserError(f"{checkpoint}: no config.yaml beside the checkpoint")
 
 
-def load_model_from_checkpoint(src: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the model the checkpoint's config describes and load its weights (CPU, fp32)."""
+def load_model_from_checkpoint(src: str | Path, *, merge_lora: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model the checkpoint's config describes and load its weights (CPU, fp32; LoRA merged unless asked)."""
     import torch.distributed.checkpoint as dcp
 
     from llmfoundry.config import build
@@ -60,6 +60,11 @@ def load_model_from_checkpoint(src: str | Path) -> tuple[nn.Module, dict[str, An
     args = build(ModelConfig, config["model"], key="model", origin=lambda _: str(checkpoint / "config.yaml"))
     model = build_model(args, device="meta")
     model.to_empty(device="cpu")
+    peft = getattr(args, "peft_config", None)
+    if peft is not None:  # a LoRA run's checkpoint holds the base weights and the adapters under these names
+        from llmfoundry.models.lora import apply_lora
+
+        apply_lora(model, peft)
     state = model.state_dict()
     try:
         with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
@@ -69,6 +74,10 @@ def load_model_from_checkpoint(src: str | Path) -> tuple[nn.Module, dict[str, An
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"{checkpoint}: cannot load the model weights ({first})") from None
     model.load_state_dict(state)
+    if peft is not None and merge_lora:  # exports and evaluation get one plain model with the adapters folded in
+        from llmfoundry.models.lora import merge_lora as merge
+
+        merge(model)
     return model.eval(), config
 
 

@@ -7,7 +7,7 @@ README.md's migration table lists every difference. Each field's docstring is it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 from llmfoundry.config.duration import Duration
 from llmfoundry.errors import UserError
@@ -66,12 +66,10 @@ class DatasetConfig:
     """Masked-LM masking rate (MosaicBERT 0.3, BERT 0.15); set only for encoder pretraining."""
 
 
-@dataclass
-class LoaderConfig:
-    dataset: DatasetConfig
-    """Where the samples come from and how they are ordered."""
-    name: Literal["text"] = "text"
-    """Loader kind: `text` reads MDS shards from convert-dataset (tokenized or raw text)."""
+@dataclass(kw_only=True)
+class LoaderOptions:
+    """Data loader settings shared by every loader kind."""
+
     drop_last: bool = True
     """Drop the last incomplete batch of an epoch."""
     num_workers: int = 0
@@ -84,6 +82,97 @@ class LoaderConfig:
     """Keep workers alive between epochs."""
     timeout: float = 0
     """Seconds to wait for a batch from a worker (0 = forever)."""
+
+
+@dataclass(kw_only=True)
+class LoaderConfig(LoaderOptions):
+    dataset: DatasetConfig
+    """Where the samples come from and how they are ordered."""
+    name: Literal["text"] = "text"
+    """Loader kind: `text` reads MDS shards from convert-dataset (tokenized or raw text); see also
+    `finetuning` (prompt/response and chat examples) and `classification` (GLUE-style labelled text)."""
+
+
+@dataclass
+class FinetuneDatasetConfig:
+    local: str | None = None
+    """A .jsonl/.parquet file, a directory holding `{split}.jsonl` / `{split}.parquet` (or a `{split}/` folder
+    of such files), or an MDS directory from `foundry convert-dataset --kind finetuning` (`{local}/{split}/`)."""
+    data_files: list[str] | None = None
+    """Explicit .jsonl/.parquet files instead of `local` (read in the order given)."""
+    hf_name: str | None = None
+    """LLM Foundry compatibility: a local path used like `local` (hub datasets are never downloaded)."""
+    split: str = "train"
+    """Which split of a directory to read (`train`, `val`, `test`)."""
+    max_seq_len: int = 2048
+    """Tokens per row; longer examples are truncated or skipped (see `truncation`)."""
+    decoder_only_format: bool = True
+    """Prompt and response in one sequence for a decoder (the only format supported: no encoder-decoders)."""
+    shuffle: bool = True
+    """Shuffle rows each epoch (deterministic from shuffle_seed, independent of world size)."""
+    shuffle_seed: int = 9176
+    """Seed of the row order and of the packing order."""
+    packing_ratio: float | Literal["auto"] | None = None
+    """Pack several examples into one row: at most this many per row (rounded down; null or 1 = one example
+    per row); `auto` picks max_seq_len / mean example length. Packed examples get their own sequence_id so
+    they never attend to each other (needs `attn_uses_sequence_id: true` in the model)."""
+    target_prompts: Literal["none", "all"] = "none"
+    """Train on prompt tokens too (`all`) or only on responses (`none`, the default)."""
+    target_responses: Literal["last", "all"] = "last"
+    """Chat with several assistant turns: train on the last response only, or on every response."""
+    truncation: Literal["left", "skip"] = "left"
+    """Examples longer than max_seq_len: cut tokens from the start (prompt side, keeping the response) or
+    skip the example. Either way the number affected is logged when training starts."""
+    allow_pad_trimming: bool = False
+    """Pad each batch only to its longest row instead of max_seq_len (faster, but shapes vary per batch)."""
+    chat_template: str | None = None
+    """Jinja chat template for `messages` examples; default: the tokenizer's own, else ChatML
+    (`<|im_start|>role\ncontent<|im_end|>\n`)."""
+
+
+@dataclass(kw_only=True)
+class FinetuneLoaderConfig(LoaderOptions):
+    dataset: FinetuneDatasetConfig
+    """The examples and how they become rows."""
+    name: Literal["finetuning"]
+    """Loader kind: `finetuning` reads prompt/response or chat examples (loss on responses only by default)."""
+
+
+@dataclass
+class ClassificationDatasetConfig:
+    local: str | None = None
+    """A .jsonl/.csv/.tsv file, or a directory holding `{split}.jsonl` / `{split}.csv` / `{split}.tsv`."""
+    data_files: list[str] | None = None
+    """Explicit .jsonl/.csv/.tsv files instead of `local`."""
+    split: str = "train"
+    """Which split of a directory to read (GLUE: `train`, `validation`, `validation_matched`, ...)."""
+    text_fields: list[str] = field(default_factory=lambda: ["sentence"])
+    """One field (single sentence) or two (a sentence pair, e.g. [sentence1, sentence2] or [question, sentence])."""
+    label_field: str = "label"
+    """Field holding the label: an integer class, a class name listed in `label_names`, or a number for
+    regression (model.num_labels: 1)."""
+    label_names: list[str] | None = None
+    """Class names in id order when labels are strings (MNLI: [entailment, neutral, contradiction])."""
+    max_seq_len: int = 128
+    """Tokens per example (the pair is truncated longest-first; the count truncated is logged)."""
+    shuffle: bool = True
+    """Shuffle examples each epoch (deterministic from shuffle_seed)."""
+    shuffle_seed: int = 9176
+    """Seed of the example order."""
+    metrics: list[Literal["accuracy", "f1", "matthews", "pearson", "spearman"]] | None = None
+    """Metrics computed on this (eval) data; default: accuracy for classification, pearson and spearman for
+    regression. GLUE: CoLA matthews; MRPC/QQP accuracy + f1; STS-B pearson + spearman."""
+
+
+@dataclass(kw_only=True)
+class ClassificationLoaderConfig(LoaderOptions):
+    dataset: ClassificationDatasetConfig
+    """The labelled examples."""
+    name: Literal["classification"]
+    """Loader kind: `classification` feeds a sequence classifier/regressor (bert/mosaic_bert with num_labels)."""
+
+
+AnyLoaderConfig = Union[LoaderConfig, FinetuneLoaderConfig, ClassificationLoaderConfig]
 
 
 @dataclass
@@ -206,8 +295,8 @@ class TrainConfig:
     """The model: `name` picks the family (mpt_causal_lm|mpt, gpt2|gpt, mosaic_bert|bert), `preset` fills defaults."""
     tokenizer: TokenizerConfig
     """The tokenizer (a local directory)."""
-    train_loader: LoaderConfig
-    """Training data."""
+    train_loader: AnyLoaderConfig
+    """Training data; `name` picks the kind: text (pretraining MDS), finetuning or classification."""
     max_duration: Duration
     """Length of training: `4800ba`, `2ep`, `1_000_000_000tok`, `100000sp`."""
     global_train_batch_size: int
@@ -216,8 +305,8 @@ class TrainConfig:
     """The optimizer."""
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     """The learning-rate schedule."""
-    eval_loader: LoaderConfig | None = None
-    """Validation data for loss and perplexity."""
+    eval_loader: AnyLoaderConfig | None = None
+    """Validation data for loss and perplexity (and classification metrics)."""
     device_train_microbatch_size: int | Literal["auto"] = "auto"
     """Samples per forward/backward on one rank; `auto` finds the largest that fits, retrying after OOM."""
     device_eval_batch_size: int = 8
@@ -274,6 +363,15 @@ class TrainConfig:
     """Gauntlet aggregation of icl_tasks results."""
     icl_seq_len: int | None = None
     """Maximum sequence length for ICL evaluation (default: the model's)."""
+
+    @classmethod
+    def config_expand(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        """Loaders without a `name` are `text` loaders, as before finetuning loaders existed."""
+        for key in ("train_loader", "eval_loader"):
+            loader = raw.get(key)
+            if isinstance(loader, dict) and "name" not in loader:
+                raw[key] = {**loader, "name": "text"}
+        return raw
 
     def __post_init__(self) -> None:
         if self.global_train_batch_size <= 0:

@@ -142,12 +142,13 @@ class StepBatches:
     """Yields, per optimizer step, this rank's list of microbatches; epochs never split a step."""
 
     def __init__(self, loader_cfg: LoaderConfig, collate: Any, *, microbatch: int, accumulation: int,
-                 world_size: int, position: DataPosition) -> None:
+                 world_size: int, position: DataPosition, dataset: Any | None = None) -> None:
         self.cfg = loader_cfg
         self.collate = collate
         self.microbatch, self.accumulation, self.world_size = microbatch, accumulation, world_size
         self.position = position
-        self.dataset = build_dataset(loader_cfg.dataset, microbatch)
+        # finetuning/classification loaders hand in their in-memory RowDataset (same protocol)
+        self.dataset = dataset if dataset is not None else build_dataset(loader_cfg.dataset, microbatch)
         per_rank = len(self.dataset)
         self.steps_per_epoch = per_rank // (microbatch * accumulation)
         if self.steps_per_epoch == 0:
@@ -174,7 +175,7 @@ class StepBatches:
             pos = self.position
             self.dataset.load_state_dict({
                 "epoch": pos.epoch, "sample_in_epoch": pos.samples_in_epoch,
-                "num_canonical_nodes": self.cfg.dataset.num_canonical_nodes or 1,
+                "num_canonical_nodes": getattr(self.cfg.dataset, "num_canonical_nodes", None) or 1,
                 "shuffle_seed": self.cfg.dataset.shuffle_seed, "initial_physical_nodes": 1,
             })
             step_in_epoch = pos.samples_in_epoch // self.global_batch

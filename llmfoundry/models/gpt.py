@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from llmfoundry.models.lora import LoraConfig
 from llmfoundry.models.mpt import MPT, ActFnConfig, AttnConfig, FfnConfig, InitConfig, MptArgs
 from llmfoundry.models.presets import apply_preset
 
@@ -49,6 +50,8 @@ class GptArgs:
     load_hf: str | None = None
     """Start from the weights of a Hugging Face directory (MptForCausalLM, GPT2LMHeadModel or
     LlamaForCausalLM with this exact shape), e.g. an earlier `foundry inference-convert` export."""
+    peft_config: LoraConfig | None = None
+    """LoRA finetuning: freeze the model and train low-rank adapters on `target_modules` (see models/lora.py)."""
 
     @classmethod
     def config_expand(cls, raw: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from llmfoundry.errors import UserError
+from llmfoundry.models.lora import LoraConfig
 from llmfoundry.models.layers.loss import chunked_cross_entropy
 from llmfoundry.models.params import count_params
 
@@ -34,6 +35,8 @@ class HFCausalLMArgs:
     """z-loss coefficient."""
     loss_chunk_size: int = 4096
     """Tokens per chunk of the output projection + cross-entropy."""
+    peft_config: LoraConfig | None = None
+    """LoRA finetuning: freeze the model and train low-rank adapters on `target_modules` (see models/lora.py)."""
 
     def __post_init__(self) -> None:
         if not (Path(self.pretrained_model_name_or_path) / "config.json").exists():

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmfoundry.errors import UserError
+from llmfoundry.models.lora import LoraConfig
 from llmfoundry.models.layers.alibi import alibi_slopes
 from llmfoundry.models.layers.attention import AttentionMask, attention, build_mask
 from llmfoundry.models.layers.loss import chunked_cross_entropy
@@ -145,6 +146,8 @@ class MptArgs:
     load_hf: str | None = None
     """Start from the weights of a Hugging Face directory (MptForCausalLM, GPT2LMHeadModel or
     LlamaForCausalLM with this exact shape), e.g. an earlier `foundry inference-convert` export."""
+    peft_config: LoraConfig | None = None
+    """LoRA finetuning: freeze the model and train low-rank adapters on `target_modules` (see models/lora.py)."""
 
     @classmethod
     def config_expand(cls, raw: dict[str, Any]) -> dict[str, Any]:

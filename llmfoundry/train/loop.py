@@ -26,11 +26,11 @@ from torch import nn
 from llmfoundry.checkpoint.manager import latest_checkpoint, load_checkpoint, save_checkpoint
 from llmfoundry.config.loader import LoadedConfig
 from llmfoundry.config.schema import FSDPConfig, TrainConfig
-from llmfoundry.data.text import DataPosition, LMCollator, MLMCollator, StepBatches, check_dataset, eval_batches
+from llmfoundry.data.loaders import LoaderParts, build_loader, check_loader
+from llmfoundry.data.text import DataPosition, StepBatches
 from llmfoundry.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from llmfoundry.errors import UserError
 from llmfoundry.models import build_model
-from llmfoundry.models.bert import BertArgs
 from llmfoundry.train.optim import build_optimizer
 from llmfoundry.train.schedule import lr_multiplier, steps_for
 
@@ -60,9 +60,9 @@ def _check_before_work(cfg: TrainConfig, dist: DistInfo) -> tuple[int, int]:
         raise UserError(f"device_train_microbatch_size: {micro} does not divide the per-process batch {per_rank} "
                         f"(global_train_batch_size {cfg.global_train_batch_size} / {dist.world_size} processes)")
     load_tokenizer(cfg.tokenizer.name)
-    check_dataset(cfg.train_loader.dataset, "train_loader.dataset")
+    check_loader(cfg.train_loader, "train_loader")
     if cfg.eval_loader is not None:
-        check_dataset(cfg.eval_loader.dataset, "eval_loader.dataset")
+        check_loader(cfg.eval_loader, "eval_loader")
     if cfg.precision == "amp_fp16" and dist.device.type == "cpu":
         raise UserError("precision: amp_fp16 needs a GPU; use fp32 or amp_bf16 on CPU")
     return micro, per_rank // micro
@@ -114,9 +114,13 @@ class Trainer:
         self.position = DataPosition()
         ds = cfg.train_loader.dataset
         self.seq_len = cfg.max_seq_len or ds.max_seq_len
-        self.collate = self._collator(ds)
+        self.train_parts = self._loader(cfg.train_loader, "train_loader", training=True)
+        self.collate = self.train_parts.collate
+        self.eval_parts = self._loader(cfg.eval_loader, "eval_loader", training=False) if cfg.eval_loader else None
+        self.notes = self.train_parts.notes + (self.eval_parts.notes if self.eval_parts else [])
         self.data = StepBatches(cfg.train_loader, self.collate, microbatch=self.micro, accumulation=self.accumulation,
-                                world_size=self.dist.world_size, position=self.position)
+                                world_size=self.dist.world_size, position=self.position,
+                                dataset=self.train_parts.dataset)
         self.global_batch = self.data.global_batch
         self.max_steps = self._steps(cfg.max_duration)
         self.schedule = lr_multiplier(cfg.scheduler, self.max_steps, self._steps)
@@ -141,6 +145,11 @@ class Trainer:
             model.init_weights()
         if getattr(cfg.model, "load_hf", None):
             _load_hf_weights(model, cfg.model.load_hf)  # type: ignore[union-attr]
+        peft = getattr(cfg.model, "peft_config", None)
+        if peft is not None:  # after the base weights exist, before sharding and the optimizer
+            from llmfoundry.models.lora import apply_lora
+
+            apply_lora(model, peft)
         fsdp = cfg.fsdp_config
         if fsdp is not None:
             apply_ac(model, fsdp.activation_checkpointing)
@@ -173,10 +182,10 @@ class Trainer:
                 build(GauntletConfig, g, key="eval_gauntlet", origin=loaded.origin)
         return tasks, gauntlet
 
-    def _collator(self, ds: Any) -> Any:
-        if isinstance(self.cfg.model, BertArgs):
-            return MLMCollator(self.tokenizer, self.seq_len, ds.mlm_probability or 0.3, self.cfg.seed)
-        return LMCollator(self.tokenizer, self.seq_len, ds.eos_token_id)
+    def _loader(self, loader: Any, where: str, training: bool) -> LoaderParts:
+        return build_loader(loader, model=self.cfg.model, tokenizer=self.tokenizer, seq_len=self.seq_len,
+                            seed=self.cfg.seed, where=where, training=training, rank=self.dist.rank,
+                            world_size=self.dist.world_size, batch_size=self.micro)
 
     def _steps(self, duration: Any) -> int:
         return steps_for(duration, max_steps=getattr(self, "max_steps", None), global_batch=self.global_batch,
@@ -199,9 +208,14 @@ class Trainer:
             StateDictOptions, get_model_state_dict, set_model_state_dict, set_optimizer_state_dict)
 
         if weights_only:
-            state = {"model": get_model_state_dict(self.model)}
+            from llmfoundry.train.warm_start import warm_start_keys
+
+            full = get_model_state_dict(self.model)
+            wanted, notes = warm_start_keys(full, path)
+            self.notes += notes
+            state = {"model": wanted}
             load_checkpoint(path, state)
-            set_model_state_dict(self.model, state["model"], options=StateDictOptions(strict=True))
+            set_model_state_dict(self.model, state["model"], options=StateDictOptions(strict=len(wanted) == len(full)))
             return
         state = self._state()
         load_checkpoint(path, state)
@@ -240,6 +254,11 @@ class Trainer:
             resumed = f" (resumed at step {self.step} from {self.resume_from.name})" if self.resume_from else ""
             log.message(f"training {self.model.num_params():,} parameters for {self.max_steps} steps of "
                         f"{self.global_batch} x {self.seq_len} tokens on {dist.world_size} x {dist.device.type}{resumed}")
+            trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            if trainable < self.model.num_params():
+                log.message(f"{trainable:,} of them trainable (LoRA adapters; the rest is frozen)")
+            for note in self.notes:
+                log.message(note)
         if cfg.eval_first and eval_every and self.step == 0:
             self._log(log, self._evaluate())
         last: dict[str, float] = {}
@@ -333,12 +352,18 @@ class Trainer:
                 sizes = {t.label: len(load_items(t)) for t in self.icl_tasks}
                 raw = {k.removeprefix("icl/"): v for k, v in metrics.items()}
                 metrics.update(gauntlet_scores(self.gauntlet, raw, sizes))
-        if cfg.eval_loader is None:
+        if self.eval_parts is None:
             return metrics
+        if self.eval_parts.metrics is not None:
+            from llmfoundry.eval.classification import evaluate_classifier
+
+            batches = self.eval_parts.eval_batches(cfg.device_eval_batch_size)
+            return {**metrics, **evaluate_classifier(self.model, batches, self.eval_parts.metrics, self.dist.device,
+                                                      lambda: _autocast(cfg, self.dist.device))}
         self.model.eval()
         total = torch.zeros((), device=self.dist.device)
         count = torch.zeros((), device=self.dist.device)
-        for i, batch in enumerate(eval_batches(cfg.eval_loader, self.collate, cfg.device_eval_batch_size)):
+        for i, batch in enumerate(self.eval_parts.eval_batches(cfg.device_eval_batch_size)):
             if 0 <= cfg.eval_subset_num_batches <= i:
                 break
             batch = {k: v.to(self.dist.device) for k, v in batch.items()}

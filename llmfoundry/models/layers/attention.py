@@ -113,6 +113,10 @@ def _allowed(seq_len: int, device: torch.device, causal: bool, sequence_id: torc
         allowed = allowed & (sequence_id[:, None, :, None] == sequence_id[:, None, None, :])
     if key_padding_mask is not None:
         allowed = allowed & key_padding_mask[:, None, None, :].bool()
+        # A padding query may have no allowed key at all; letting it see itself keeps its (ignored) output
+        # finite instead of NaN, which would otherwise leak into loss sums as NaN * 0. Real queries always see
+        # themselves already, so nothing they compute changes.
+        allowed = allowed | torch.eye(seq_len, dtype=torch.bool, device=device)
     return allowed
 
 
