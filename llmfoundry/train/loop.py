@@ -12,6 +12,7 @@ goes into each checkpoint.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import random
 import time
@@ -55,7 +56,7 @@ def _check_before_work(cfg: TrainConfig, dist: DistInfo) -> tuple[int, int]:
         raise UserError(f"global_train_batch_size: {cfg.global_train_batch_size} is not divisible by the "
                         f"{dist.world_size} processes")
     if micro == "auto":
-        micro = per_rank  # the whole per-process batch (no search after an out-of-memory error yet)
+        micro = per_rank  # the data comes as whole per-process batches; _fitting_forward_backward splits them
     if per_rank % micro:
         raise UserError(f"device_train_microbatch_size: {micro} does not divide the per-process batch {per_rank} "
                         f"(global_train_batch_size {cfg.global_train_batch_size} / {dist.world_size} processes)")
@@ -97,6 +98,8 @@ class Trainer:
         self.cfg = cfg
         self.dist = init_distributed(cfg.dist_timeout)
         self.micro, self.accumulation = _check_before_work(cfg, self.dist)
+        self.auto_micro = cfg.device_train_microbatch_size == "auto"
+        self.log: Any = None  # MetricLoggers on rank 0 while fit() runs
         self.run_dir = Path(cfg.save_folder)  # type: ignore[arg-type]
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.config_yaml = loaded.to_yaml()
@@ -244,6 +247,7 @@ class Trainer:
             self._restore(resolve_checkpoint(cfg.load_path), weights_only=cfg.load_weights_only)
         log = MetricLoggers(self.run_dir, cfg.loggers, run_name=cfg.run_name, config={}, total_steps=self.max_steps,
                             progress_bar=cfg.progress_bar, log_to_console=cfg.log_to_console) if dist.is_main else None
+        self.log = log
         log_every = max(self._steps(cfg.console_log_interval), 1)
         save_every = self._steps(cfg.save_interval) if not cfg.save_interval.is_zero else 0
         has_eval = cfg.eval_loader is not None or bool(self.icl_tasks)
@@ -281,7 +285,8 @@ class Trainer:
                            "samples": self.samples, "epoch": self.position.epoch,
                            "throughput/tokens_per_sec": rate,
                            "throughput/samples_per_sec": rate / self.seq_len,
-                           "time/remaining_s": (self.max_steps - self.step) * step_tokens / rate}
+                           "time/remaining_s": (self.max_steps - self.step) * step_tokens / rate,
+                           "trainer/device_train_microbatch_size": self.micro}
                 if peak:
                     metrics["throughput/mfu"] = flops_per_token * rate / (peak * dist.world_size)
                 metrics.update(_memory())
@@ -310,17 +315,10 @@ class Trainer:
     def _train_step(self, micros: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.dist.device
         micros = [{k: v.to(device, non_blocking=True) for k, v in m.items()} for m in micros]
-        count = sum((m["labels"] != -100).sum() for m in micros).to(torch.float32)
-        count = all_reduce_sum(count)
-        loss_sum = torch.zeros((), device=device)
-        for i, micro in enumerate(micros):
-            if hasattr(self.model, "set_requires_gradient_sync"):
-                self.model.set_requires_gradient_sync(i == len(micros) - 1)
-            with _autocast(self.cfg, device):
-                loss = self.model(**micro)
-            self.scaler.scale(loss / count).backward()
-            loss_sum += loss.detach()
-        loss_sum = all_reduce_sum(loss_sum)
+        if self.auto_micro:
+            loss_sum, count = self._fitting_forward_backward(micros)
+        else:
+            loss_sum, count = self._forward_backward(micros)
         if self.cfg.skip_nan_batches and not bool(torch.isfinite(loss_sum)):
             self.optimizer.zero_grad(set_to_none=True)
             return torch.zeros((), device=device), torch.ones((), device=device)
@@ -334,6 +332,64 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum, count
+
+    def _fitting_forward_backward(self, micros: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`device_train_microbatch_size: auto`: halve the microbatch after an out-of-memory error and redo the step.
+
+        The step's rows are the same whatever the split and the loss is normalized by the step's token count,
+        so a retried step computes what an unsplit one would. Every rank reports whether it ran out and all
+        retry together; ranks see equally shaped batches, so they normally run out together (a rank that runs
+        out alone leaves the others in a collective until dist_timeout).
+        """
+        rows = {k: torch.cat([m[k] for m in micros]) for k in micros[0]}
+        while True:
+            failed = False
+            try:
+                split = [{k: v[i:i + self.micro] for k, v in rows.items()} for i in range(0, len(rows["input_ids"]), self.micro)]
+                result = self._forward_backward(split)
+            except (torch.OutOfMemoryError, RuntimeError) as error:
+                if not _is_out_of_memory(error):
+                    raise
+                failed = True
+            if not all_reduce_sum(torch.tensor(float(failed), device=self.dist.device)).item():
+                return result
+            self._release_after_out_of_memory()
+            if self.micro == 1:
+                raise UserError("device_train_microbatch_size: auto: out of memory even with a microbatch of 1 "
+                                "sequence; lower max_seq_len, set fsdp_config.activation_checkpointing, or use "
+                                "more processes")
+            smaller = (self.micro + 1) // 2
+            if self.log is not None:
+                self.log.message(f"step {self.step + 1}: out of memory with a microbatch of {self.micro}; "
+                                 f"retrying the step with {smaller}")
+            self.micro = smaller
+
+    def _release_after_out_of_memory(self) -> None:
+        """Drop partial gradients and anything FSDP left gathered, so the retry starts from clean memory."""
+        from torch.distributed.fsdp import FSDPModule
+
+        self.optimizer.zero_grad(set_to_none=True)
+        for module in self.model.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
+        gc.collect()
+        if self.dist.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _forward_backward(self, micros: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients of the step's loss (summed over microbatches, divided by the step's target tokens)."""
+        device = self.dist.device
+        count = sum((m["labels"] != -100).sum() for m in micros).to(torch.float32)
+        count = all_reduce_sum(count)
+        loss_sum = torch.zeros((), device=device)
+        for i, micro in enumerate(micros):
+            if hasattr(self.model, "set_requires_gradient_sync"):
+                self.model.set_requires_gradient_sync(i == len(micros) - 1)
+            with _autocast(self.cfg, device):
+                loss = self.model(**micro)
+            self.scaler.scale(loss / count).backward()
+            loss_sum += loss.detach()
+        return all_reduce_sum(loss_sum), count
 
     @torch.no_grad()
     def _evaluate(self) -> dict[str, float]:
@@ -389,6 +445,11 @@ def _load_hf_weights(model: nn.Module, directory: str) -> None:
         raise UserError(f"model.load_hf: {directory} does not have this model's shape (first mismatch: {wrong[0]})")
     with torch.no_grad():
         model.load_state_dict({k: v.to(ours[k].device) for k, v in state.items()})
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; the CPU allocator raises a RuntimeError saying it cannot allocate."""
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
 
 
 def _memory() -> dict[str, float]:
