@@ -160,6 +160,43 @@ def test_lora_trains_only_adapters_and_exports_merged(lm_workspace, memorised, t
         torch.testing.assert_close(hf(ids).logits[..., :320], merged(ids)[..., :320], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
+def test_two_processes_train_like_one_with_lora_and_packing(lm_workspace, tmp_path):
+    """The same rows per step on any number of ranks: FSDP over 2 processes gives the 1-process losses."""
+    import os
+    import subprocess
+    import sys
+
+    from llmfoundry.config import load_typed
+    from llmfoundry.config.schema import TrainConfig
+    from llmfoundry.train.loop import train
+    from tests.conftest import REPO
+
+    common = ["max_duration=5ba", "eval_interval=0", "console_log_interval=1ba", "optimizer.lr=0.003",
+              "train_loader.dataset.packing_ratio=3", "train_loader.dataset.allow_pad_trimming=false",
+              "model.peft_config={r: 4, target_modules: [Wqkv, down_proj]}", "global_train_batch_size=4",
+              "device_train_microbatch_size=2"]
+    cfg, loaded = load_typed(TrainConfig, lm_workspace / "ft.yaml", [*common, f"save_folder={tmp_path / 'one'}"])
+    train(cfg, loaded)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541", "-m",
+         "llmfoundry.cli", "train", str(lm_workspace / "ft.yaml"), *common, "device_train_microbatch_size=1",
+         f"save_folder={tmp_path / 'two'}"],
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    def losses(run: Path) -> list[float]:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss/train"] for line in lines]
+
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one) == len(two) == 5
+    assert max(abs(a - b) for a, b in zip(one, two)) < 1e-5
+    w1, w2 = (load_model_from_checkpoint(tmp_path / r)[0].state_dict() for r in ("one", "two"))
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-5
+
+
 GLUE_YAML = """
 model:
   name: bert
