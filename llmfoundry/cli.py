@@ -189,8 +189,9 @@ def inference_convert(
     out: str = typer.Argument(..., help="Output Hugging Face model directory.", show_default=False),
     dtype: str = typer.Option("fp32", "--dtype", help="Weight dtype: fp32, bf16 or fp16."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
-    adapters_only: bool = typer.Option(False, "--adapters-only", help="LoRA runs: write only the adapters "
-                                       "(adapters.safetensors + adapter_config.json) instead of the merged model."),
+    adapters_only: bool = typer.Option(False, "--adapters-only", help="LoRA runs: write only the adapters, "
+                                       "in peft's format for the base model's transformers export, instead of the "
+                                       "merged model."),
 ) -> None:
     """Export a checkpoint as a Hugging Face directory (safetensors, config, tokenizer) for transformers."""
 
@@ -212,8 +213,9 @@ def inference_convert(
             if not peft:
                 raise UserError(f"{src}: --adapters-only needs a LoRA run (model.peft_config); this one has none")
             save_adapters(model, build(LoraConfig, peft, key="model.peft_config"), out)
-            typer.echo(f"wrote {out}: LoRA adapters only; put them on the base model with "
-                       "llmfoundry.export.adapters.load_adapters(model, DIR)")
+            typer.echo(f"wrote {out}: LoRA adapters in peft's format; load with "
+                       f"PeftModel.from_pretrained(BASE, '{out}'), BASE being the base run's inference-convert "
+                       "export, or llmfoundry.export.adapters.load_adapters(model, DIR)")
             return
         model, config = load_model_from_checkpoint(src)
         tokenizer_dir = (config.get("tokenizer") or {}).get("name")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,14 +37,21 @@ class MetricLoggers:
             _need("tensorboard", "tensorboard", "tensorboard")
             from torch.utils.tensorboard import SummaryWriter
 
-            self.sinks.append(("tb", SummaryWriter(cfg.tensorboard.log_dir or str(run_dir / "tensorboard"))))
+            writer = SummaryWriter(cfg.tensorboard.log_dir or str(run_dir / "tensorboard"))
+            writer.add_text("config", "```yaml\n" + json.dumps(config, indent=2) + "\n```")
+            self.sinks.append(("tb", writer))
         if cfg.mlflow is not None:
             _need("mlflow", "mlflow", "mlflow")
             import mlflow
 
+            if cfg.mlflow.tracking_uri is None:
+                # MLflow 3 keeps the file store (no server, no database) behind an explicit opt-in
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             mlflow.set_tracking_uri(cfg.mlflow.tracking_uri or (run_dir / "mlruns").resolve().as_uri())
             mlflow.set_experiment(cfg.mlflow.experiment_name)
             mlflow.start_run(run_name=run_name)
+            mlflow.log_params(_flatten(config))
+            mlflow.log_dict(config, "config.yaml")
             self.sinks.append(("mlflow", mlflow))
         if cfg.wandb is not None:
             _need("wandb", "wandb", "wandb")
@@ -101,6 +109,17 @@ class MetricLoggers:
 _CONSOLE = {"loss/train": "loss", "loss/val": "val_loss", "perplexity/val": "val_ppl", "lr": "lr",
             "tokens": "tokens", "throughput/tokens_per_sec": "tok/s", "throughput/mfu": "mfu",
             "time/remaining_s": "eta_s"}
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys with scalar values, as MLflow params want them (lists are kept as their text)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _fmt(value: float) -> str:

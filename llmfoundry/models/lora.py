@@ -7,8 +7,10 @@ does until training moves B. `merge_lora` folds `scaling * B @ A` into the weigh
 layers back, which is what inference-convert exports: the merged model has the base architecture and needs no
 LoRA code to run.
 
-We use our own module rather than PyPI `peft`: it is not a dependency, and it would wrap our modules under
-other parameter names (`base_layer.weight`), breaking checkpoint and export names.
+Training does not wrap models with PyPI `peft`: it renames the base parameters (`base_layer.weight`), which
+would change checkpoint, FSDP and export names, and it would be a second code path beside our own families.
+Adapters are written in peft's format instead (export/adapters.py), and the tests check that peft, loading
+them onto the transformers export, computes what this module computes.
 """
 
 from __future__ import annotations

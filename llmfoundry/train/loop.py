@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from llmfoundry.checkpoint.manager import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -245,7 +246,8 @@ class Trainer:
             from llmfoundry.checkpoint.reader import resolve_checkpoint
 
             self._restore(resolve_checkpoint(cfg.load_path), weights_only=cfg.load_weights_only)
-        log = MetricLoggers(self.run_dir, cfg.loggers, run_name=cfg.run_name, config={}, total_steps=self.max_steps,
+        log = MetricLoggers(self.run_dir, cfg.loggers, run_name=cfg.run_name,
+                            config=yaml.safe_load(self.config_yaml), total_steps=self.max_steps,
                             progress_bar=cfg.progress_bar, log_to_console=cfg.log_to_console) if dist.is_main else None
         self.log = log
         log_every = max(self._steps(cfg.console_log_interval), 1)

@@ -150,14 +150,21 @@ def test_lora_trains_only_adapters_and_exports_merged(lm_workspace, memorised, t
     load_adapters(rebuilt, tmp_path / "adapters")
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(ids), merged(ids), rtol=1e-5, atol=1e-5)
-    assert (tmp_path / "adapters" / "adapters.safetensors").stat().st_size < 0.2 * sum(
+    assert (tmp_path / "adapters" / "adapter_model.safetensors").stat().st_size < 0.2 * sum(
         v.numel() * 4 for v in base.values())
     export_model(merged, str(tmp_path / "hf"), tokenizer_dir=str(lm_workspace / "tok"), dtype="fp32")
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
     with torch.no_grad():
         torch.testing.assert_close(hf(ids).logits[..., :320], merged(ids)[..., :320], rtol=1e-4, atol=1e-4)
+    # and peft itself puts the adapters on the base run's export
+    assert run_cli("inference-convert", str(base_run), str(tmp_path / "hf-base")).returncode == 0
+    with_peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / "hf-base"),
+                                          tmp_path / "adapters").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(with_peft(ids).logits[..., :320], merged(ids)[..., :320], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -246,3 +246,32 @@ def test_trains_a_local_hugging_face_model(workspace, tmp_path):
     assert result.returncode == 0, result.stderr
     steps = losses(tmp_path / "run")
     assert sorted(steps) == [1, 2, 3] and steps[3] < steps[1]
+
+
+def test_tensorboard_mlflow_and_wandb_receive_every_logged_step(workspace, monkeypatch):
+    """Each optional sink gets the same values as metrics.jsonl, read back with the sink's own reader."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    root, config = workspace
+    run = root / "loggers"
+    train_in_process(config, f"save_folder={run}", "max_duration=3ba", "save_interval=0",
+                     "loggers={tensorboard: {}, mlflow: {experiment_name: test}, wandb: {mode: offline}}")
+    expected = losses(run)
+    assert sorted(expected) == [1, 2, 3]
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert {e.step: e.value for e in events.Scalars("loss/train")} == pytest.approx(expected, rel=1e-6)
+
+    client = MlflowClient((run / "mlruns").as_uri())
+    (mlflow_run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    history = client.get_metric_history(mlflow_run.info.run_id, "loss/train")
+    assert {m.step: m.value for m in history} == pytest.approx(expected, rel=1e-6)
+    assert mlflow_run.data.params["optimizer.lr"] == "0.01"
+
+    # W&B offline runs are protobuf records; every logged value is stored as its JSON text
+    (record_file,) = (run / "wandb").glob("offline-run-*/run-*.wandb")
+    raw = record_file.read_bytes()
+    assert all(json.dumps(v).encode() in raw for v in expected.values())
