@@ -38,7 +38,7 @@ class MetricLoggers:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(cfg.tensorboard.log_dir or str(run_dir / "tensorboard"))
-            writer.add_text("config", "```yaml\n" + json.dumps(config, indent=2) + "\n```")
+            writer.add_text("config", "```json\n" + json.dumps(config, indent=2) + "\n```")
             self.sinks.append(("tb", writer))
         if cfg.mlflow is not None:
             _need("mlflow", "mlflow", "mlflow")

@@ -275,3 +275,27 @@ def test_tensorboard_mlflow_and_wandb_receive_every_logged_step(workspace, monke
     (record_file,) = (run / "wandb").glob("offline-run-*/run-*.wandb")
     raw = record_file.read_bytes()
     assert all(json.dumps(v).encode() in raw for v in expected.values())
+
+
+@pytest.mark.slow
+def test_long_context_continuation_with_activation_checkpointing(workspace):
+    """Pretrained at 32 tokens, continued at 128 (ALiBi extrapolates); recomputing blocks changes nothing."""
+    from llmfoundry.data.convert import convert_dataset
+
+    root, config = workspace
+    convert_dataset([str(root / "corpus")], str(root / "data128"), tokenizer=str(root / "tok"), max_seq_len=128,
+                    val_fraction=0.1, progress=False)
+    short = root / "short-context"
+    train_in_process(config, f"save_folder={short}", "max_duration=2ba", "save_interval=0")
+    runs = {}
+    for mode in ("none", "full", "selective"):
+        runs[mode] = root / f"long-{mode}"
+        train_in_process(config, f"save_folder={runs[mode]}", f"load_path={short}", "max_duration=3ba",
+                         "save_interval=0", f"variables.data_local={root / 'data128'}", "variables.max_seq_len=128",
+                         "model.max_seq_len=128", f"fsdp_config.activation_checkpointing={mode}", "optimizer.lr=0.001")
+    reference, ref_weights = losses(runs["none"]), weights(runs["none"])
+    assert len(reference) == 3 and all(v == v and v < 20 for v in reference.values())
+    for mode in ("full", "selective"):
+        assert all(abs(reference[s] - v) < 1e-6 for s, v in losses(runs[mode]).items())
+        other = weights(runs[mode])
+        assert max((ref_weights[k] - other[k]).abs().max().item() for k in ref_weights) < 1e-6
