@@ -299,3 +299,14 @@ def test_long_context_continuation_with_activation_checkpointing(workspace):
         assert all(abs(reference[s] - v) < 1e-6 for s, v in losses(runs[mode]).items())
         other = weights(runs[mode])
         assert max((ref_weights[k] - other[k]).abs().max().item() for k in ref_weights) < 1e-6
+
+
+@pytest.mark.slow
+def test_data_loader_workers_do_not_change_the_samples(workspace):
+    root, config = workspace
+    runs = {}
+    for workers in (0, 2):
+        runs[workers] = root / f"workers{workers}"
+        train_in_process(config, f"save_folder={runs[workers]}", "max_duration=4ba", "save_interval=0",
+                         f"train_loader.num_workers={workers}")
+    assert losses(runs[0]) == losses(runs[2])
