@@ -37,6 +37,23 @@ def pubmed_baseline() -> Path:
     return path
 
 
+def toy_corpus(root: Path) -> tuple[Path, Path]:
+    """400 short generated "abstracts" in corpus/docs.jsonl and a 400-token BPE tokenizer trained on them."""
+    import json
+
+    from llmfoundry.data.tokenizer import train_tokenizer
+
+    corpus = root / "corpus"
+    corpus.mkdir()
+    words = ["aspirin", "dose", "patient", "trial", "heart", "risk", "reduced", "study", "mg", "daily"]
+    with open(corpus / "docs.jsonl", "w") as f:
+        for i in range(400):
+            text = " ".join(words[(i * 3 + j * 7) % len(words)] for j in range(8 + i % 23))
+            f.write(json.dumps({"text": f"Abstract {i}: {text}."}) + "\n")
+    train_tokenizer([str(corpus)], root / "tok", vocab_size=400)
+    return corpus, root / "tok"
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `foundry ARGS` as a user would (a real subprocess of this interpreter)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}

@@ -15,10 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from llmfoundry.checkpoint.reader import load_model_from_checkpoint
-from tests.conftest import REPO
+from tests.conftest import REPO, toy_corpus
 
 CONFIG = """
 base: {base}
@@ -66,17 +65,9 @@ trainer.fit()
 @pytest.fixture(scope="module")
 def long_rows(tmp_path_factory) -> Path:
     from llmfoundry.data.convert import convert_dataset
-    from llmfoundry.data.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("auto_micro")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    words = ["aspirin", "dose", "patient", "trial", "heart", "risk", "reduced", "study", "mg", "daily"]
-    with open(corpus / "docs.jsonl", "w") as f:
-        for i in range(400):
-            text = " ".join(words[(i * 3 + j * 7) % len(words)] for j in range(8 + i % 23))
-            f.write(json.dumps({"text": f"Abstract {i}: {text}."}) + "\n")
-    train_tokenizer([str(corpus)], root / "tok", vocab_size=400)
+    corpus, _ = toy_corpus(root)
     convert_dataset([str(corpus)], str(root / "data"), tokenizer=str(root / "tok"), max_seq_len=256,
                     val_fraction=0.0, progress=False)
     config = root / "auto.yaml"

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from llmfoundry.checkpoint.reader import load_model_from_checkpoint
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, toy_corpus
 
 TINY = """
 base: {base}
@@ -49,17 +49,9 @@ optimizer:
 def workspace(tmp_path_factory):
     """A real tokenizer and MDS dataset made with our own verbs from generated text."""
     from llmfoundry.data.convert import convert_dataset
-    from llmfoundry.data.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("train")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    words = ["aspirin", "dose", "patient", "trial", "heart", "risk", "reduced", "study", "mg", "daily"]
-    with open(corpus / "docs.jsonl", "w") as f:
-        for i in range(400):
-            text = " ".join(words[(i * 3 + j * 7) % len(words)] for j in range(8 + i % 23))
-            f.write(json.dumps({"text": f"Abstract {i}: {text}."}) + "\n")
-    train_tokenizer([str(corpus)], root / "tok", vocab_size=400)
+    corpus, _ = toy_corpus(root)
     convert_dataset([str(corpus)], str(root / "data"), tokenizer=str(root / "tok"), max_seq_len=32,
                     val_fraction=0.1, progress=False)
     config = root / "tiny.yaml"

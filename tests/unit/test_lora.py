@@ -74,8 +74,6 @@ def test_lora_on_a_transformers_model(tmp_path):
     """hf_causal_lm models take the same adapters (Llama-style q_proj/v_proj), and only they get gradients."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from llmfoundry.models.hf import HFCausalLMArgs
-
     LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                                  num_key_value_heads=2, vocab_size=100)).save_pretrained(tmp_path)
     args = build(ModelConfig, {"name": "hf_causal_lm", "pretrained_model_name_or_path": str(tmp_path),
