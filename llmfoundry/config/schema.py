@@ -98,6 +98,9 @@ class FinetuneDatasetConfig:
     local: str | None = None
     """A .jsonl/.parquet file, a directory holding `{split}.jsonl` / `{split}.parquet` (or a `{split}/` folder
     of such files), or an MDS directory from `foundry convert-dataset --kind finetuning` (`{local}/{split}/`)."""
+    remote: str | None = None
+    """s3:// prefix of MDS from `foundry convert-dataset --kind finetuning` (`{remote}/{split}/`); its shards are
+    downloaded once into `local`, the cache directory (S3_ENDPOINT_URL selects an S3-compatible store)."""
     data_files: list[str] | None = None
     """Explicit .jsonl/.parquet files instead of `local` (read in the order given)."""
     hf_name: str | None = None

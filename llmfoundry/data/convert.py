@@ -12,11 +12,13 @@ counts or input orderings.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -203,11 +205,7 @@ def convert_dataset(
     size_limit = _parse_size(shard_size)
     os.environ.setdefault("RAYON_NUM_THREADS", str(workers))  # read when the tokenizers thread pool starts
     compression = None if compression in (None, "", "none") else compression
-    remote = out if "://" in out else None
-    if remote is None:
-        check_output_dir(out, overwrite=overwrite)
-    elif not overwrite and _remote_has_data(remote):
-        raise UserError(f"{remote}: already holds data; pass --overwrite to replace it")
+    remote = check_output(out, overwrite)
     paths = discover_inputs(inputs, input_format)
     tokenizer_json, prefix, suffix = _prepare_tokenizer(tokenizer, mode, bos)
 
@@ -225,31 +223,48 @@ def convert_dataset(
             yield doc
 
     start = time.perf_counter()
-    if remote is None:
-        with atomic_directory(out, overwrite=overwrite) as tmp:
-            _write(counted(docs), str(tmp), None, summary, mode, tokenizer_json, prefix, suffix, val_fraction,
-                   workers, size_limit, compression, max_seq_len, overwrite, progress)
-            summary.skipped = dict(skipped)
-            summary.seconds = time.perf_counter() - start
-            _check_nonempty(summary)
-            (tmp / "conversion.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
-    else:
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="foundry-convert-") as tmp:
-            _write(counted(docs), tmp, remote, summary, mode, tokenizer_json, prefix, suffix, val_fraction,
-                   workers, size_limit, compression, max_seq_len, overwrite, progress)
-            summary.skipped = dict(skipped)
-            summary.seconds = time.perf_counter() - start
-            _check_nonempty(summary)
-            _upload_json(summary, tmp, remote)
+    with staged_output(out, remote, overwrite) as local:
+        _write(counted(docs), local, remote, summary, mode, tokenizer_json, prefix, suffix, val_fraction,
+               workers, size_limit, compression, max_seq_len, overwrite, progress)
+        summary.skipped = dict(skipped)
+        summary.seconds = time.perf_counter() - start
+        finish_output(summary, local, remote, "documents")
     return summary
 
 
-def _check_nonempty(summary: ConversionSummary) -> None:
+def check_output(out: str, overwrite: bool) -> str | None:
+    """Refuse an output that already holds data, before any work; returns the s3:// URL or None (local)."""
+    remote = out if "://" in out else None
+    if remote is None:
+        check_output_dir(out, overwrite=overwrite)
+    elif not overwrite and _remote_has_data(remote):
+        raise UserError(f"{remote}: already holds data; pass --overwrite to replace it")
+    return remote
+
+
+@contextlib.contextmanager
+def staged_output(out: str, remote: str | None, overwrite: bool) -> Iterator[str]:
+    """Where the shards are written: a temporary directory renamed to `out` when complete, or, for a remote
+    `out`, a scratch directory the MDS writers upload from (the `index.json` files land last)."""
+    if remote is None:
+        with atomic_directory(out, overwrite=overwrite) as tmp:
+            yield str(tmp)
+    else:
+        with tempfile.TemporaryDirectory(prefix="foundry-convert-") as tmp:
+            yield tmp
+
+
+def finish_output(summary: ConversionSummary, local: str, remote: str | None, what: str) -> None:
+    """Fail if nothing was written (saying why), else write conversion.json (and upload it)."""
     if summary.documents_written == 0:
         reasons = ", ".join(f"{k}: {v}" for k, v in summary.skipped.items()) or "the inputs are empty"
-        raise UserError(f"{', '.join(summary.inputs)}: no documents to convert ({reasons})")
+        raise UserError(f"{', '.join(summary.inputs)}: no {what} to convert ({reasons})")
+    path = Path(local) / "conversion.json"
+    path.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+    if remote is not None:
+        from streaming.base.storage.upload import CloudUploader
+
+        CloudUploader.get(out=(local, remote), keep_local=True, exist_ok=True).upload_file("conversion.json")
 
 
 def _remote_has_data(remote: str) -> bool:
@@ -271,19 +286,11 @@ def _remote_has_data(remote: str) -> bool:
     return listing.get("KeyCount", 0) > 0
 
 
-def _upload_json(summary: ConversionSummary, local: str, remote: str) -> None:
-    from streaming.base.storage.upload import CloudUploader
-
-    path = Path(local) / "conversion.json"
-    path.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
-    CloudUploader.get(out=(local, remote), keep_local=True, exist_ok=True).upload_file("conversion.json")
-
-
-def _writer(local: str, remote: str | None, split: str, mode: Mode, size_limit: int, compression: str | None,
-            overwrite: bool) -> Any:
+def mds_writer(local: str, remote: str | None, split: str, columns: dict[str, str], size_limit: int,
+               compression: str | None, overwrite: bool) -> Any:
+    """An MDSWriter for one split, uploading to `remote` as shards complete when there is one."""
     from streaming import MDSWriter
 
-    columns = {"tokens": "ndarray:int32"} if mode == "concat" else {"text": "str"}
     target: Any = str(Path(local) / split)
     if remote is not None:
         target = (target, f"{remote.rstrip('/')}/{split}")
@@ -299,7 +306,8 @@ def _writer(local: str, remote: str | None, split: str, mode: Mode, size_limit: 
 def _write(docs: Iterator[str], local: str, remote: str | None, summary: ConversionSummary, mode: Mode,
            tokenizer_json: str | None, prefix: list[int], suffix: list[int], val_fraction: float, workers: int,
            size_limit: int, compression: str | None, max_seq_len: int, overwrite: bool, progress: bool) -> None:
-    writers = [_writer(local, remote, split, mode, size_limit, compression, overwrite) for split in SPLITS]
+    columns = {"tokens": "ndarray:int32"} if mode == "concat" else {"text": "str"}
+    writers = [mds_writer(local, remote, split, columns, size_limit, compression, overwrite) for split in SPLITS]
     packers = [_Packer(max_seq_len) for _ in SPLITS]
     _init_worker(tokenizer_json, prefix, suffix, val_fraction)
     results = _pipelined(_tokenize_batch if mode == "concat" else _split_batch, _batched(docs, _BATCH_DOCS))

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-from llmfoundry.data.convert import SPLITS, ConversionSummary, _parse_size, split_of
+from llmfoundry.data.convert import (SPLITS, ConversionSummary, _parse_size, check_output, finish_output,
+                                     mds_writer, split_of, staged_output)
 from llmfoundry.data.finetune import normalize, read_files
 from llmfoundry.data.sources import discover_inputs
 from llmfoundry.errors import UserError
-from llmfoundry.io import atomic_directory, check_output_dir
 
 COLUMNS = {"pair": {"prompt": "str", "response": "str"}, "chat": {"messages": "json"}}
 
@@ -26,14 +25,13 @@ COLUMNS = {"pair": {"prompt": "str", "response": "str"}, "chat": {"messages": "j
 def convert_finetuning(inputs: list[str], out: str, *, val_fraction: float = 0.0, strict: bool = False,
                        max_docs: int | None = None, shard_size: str = "64mb", compression: str | None = None,
                        overwrite: bool = False) -> ConversionSummary:
-    """Write the examples of `inputs` (.jsonl/.parquet files, directories or globs) to `out/train` and `out/val`."""
-    if "://" in out:
-        raise UserError(f"{out}: --kind finetuning writes a local directory (upload it, then point `remote` at it)")
+    """Write the examples of `inputs` (.jsonl/.parquet files, directories or globs) to `out/train` and `out/val`
+    (a local directory or an s3:// URL)."""
     if not 0 <= val_fraction < 1:
         raise UserError(f"--val-fraction: got {val_fraction}, expected a number in [0, 1)")
     size_limit = _parse_size(shard_size)
     compression = None if compression in (None, "", "none") else compression
-    check_output_dir(out, overwrite=overwrite)
+    remote = check_output(out, overwrite)
     paths = discover_inputs(inputs, "auto")
     for path in paths:
         if path.suffix not in (".jsonl", ".parquet"):
@@ -41,7 +39,7 @@ def convert_finetuning(inputs: list[str], out: str, *, val_fraction: float = 0.0
     summary = ConversionSummary(mode="finetuning", max_seq_len=None, tokenizer=None, inputs=[str(p) for p in paths])
     skipped: Counter[str] = Counter()
     start = time.perf_counter()
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with staged_output(out, remote, overwrite) as local:
         writers: list[Any] = []
         kind: tuple[str, str] | None = None  # (pair|chat, where the first example was)
         try:
@@ -59,7 +57,8 @@ def convert_finetuning(inputs: list[str], out: str, *, val_fraction: float = 0.0
                 this = "chat" if "messages" in example else "pair"
                 if kind is None:
                     kind = (this, where)
-                    writers = [_writer(tmp, split, COLUMNS[this], size_limit, compression) for split in SPLITS]
+                    writers = [mds_writer(local, remote, split, COLUMNS[this], size_limit, compression, overwrite)
+                               for split in SPLITS]
                 elif this != kind[0]:
                     raise UserError(f"{where}: a {this} example in a dataset of {kind[0]} examples (first at "
                                     f"{kind[1]}); convert prompt/response and chat examples separately")
@@ -73,18 +72,5 @@ def convert_finetuning(inputs: list[str], out: str, *, val_fraction: float = 0.0
                 writer.finish()
         summary.skipped = dict(skipped)
         summary.seconds = time.perf_counter() - start
-        if summary.documents_written == 0:
-            reasons = ", ".join(f"{k}: {v}" for k, v in skipped.items()) or "the inputs are empty"
-            raise UserError(f"{', '.join(summary.inputs)}: no examples to convert ({reasons})")
-        (tmp / "conversion.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+        finish_output(summary, local, remote, "examples")
     return summary
-
-
-def _writer(root: Path, split: str, columns: dict[str, str], size_limit: int, compression: str | None) -> Any:
-    from streaming import MDSWriter
-
-    try:
-        return MDSWriter(out=str(root / split), columns=columns, compression=compression, size_limit=size_limit,
-                         progress_bar=False)
-    except ValueError as err:
-        raise UserError(f"--compression: {err}") from None

@@ -54,6 +54,10 @@ def resolve_source(cfg: FinetuneDatasetConfig, where: str) -> tuple[str, list[Pa
                 raise UserError(f"{where}.data_files: {path}: no such file")
             _check_type(path, f"{where}.data_files")
         return "files", paths
+    if cfg.remote is not None:
+        if cfg.local is None:
+            raise UserError(f"{where}.local: a remote dataset needs local, the directory its shards are cached in")
+        return "mds", [download_split(cfg.remote, Path(cfg.local), cfg.split, f"{where}.remote")]
     source = cfg.local or cfg.hf_name
     key = "local" if cfg.local else "hf_name"
     if source is None:
@@ -74,6 +78,47 @@ def resolve_source(cfg: FinetuneDatasetConfig, where: str) -> tuple[str, list[Pa
         raise UserError(f"{where}.{key}: {path} has no {cfg.split}.jsonl, {cfg.split}.parquet, {cfg.split}/ folder "
                         f"of them, nor MDS shards ({cfg.split}/index.json from `foundry convert-dataset --kind finetuning`)")
     return "files", files
+
+
+def download_split(remote: str, cache: Path, split: str, where: str) -> Path:
+    """Copy `{remote}/{split}` (index.json and shards, decompressed) into `{cache}/{split}`, once.
+
+    Finetuning reads every example at start-up, so the whole split is fetched rather than streamed. Each file
+    is written under a temporary name and renamed, so ranks fetching at once, or a run killed mid-download,
+    never leave a partial file that a later run would trust.
+    """
+    import os
+
+    from streaming.base.compression import decompress
+    from streaming.base.storage.download import CloudDownloader
+
+    source, target = f"{remote.rstrip('/')}/{split}", cache / split
+    target.mkdir(parents=True, exist_ok=True)
+
+    def fetch(name: str) -> Path:
+        final = target / name
+        if not final.exists():
+            part = target / f".{name}.{os.getpid()}.part"
+            try:
+                CloudDownloader.direct_download(f"{source}/{name}", str(part))
+            except Exception as err:  # boto3 / botocore / streaming raise many kinds for a missing object
+                raise UserError(f"{where}: cannot fetch {source}/{name} ({err})") from None
+            os.replace(part, final)
+        return final
+
+    index = json.loads(fetch("index.json").read_text())
+    for shard in index["shards"]:
+        raw = shard["raw_data"]["basename"]
+        if (target / raw).exists():
+            continue
+        if shard.get("compression"):
+            packed = fetch(shard["zip_data"]["basename"])
+            part = target / f".{raw}.{os.getpid()}.part"
+            part.write_bytes(decompress(shard["compression"], packed.read_bytes()))
+            os.replace(part, target / raw)
+        else:
+            fetch(raw)
+    return target
 
 
 def _check_type(path: Path, where: str) -> None:

@@ -269,3 +269,28 @@ def test_cli_kind_finetuning(tmp_path):
     assert "written: 6" in ok.stdout
     bad = run_cli("convert-dataset", str(src), "-o", str(tmp_path / "x"), "--kind", "finetuning", "-t", "tok")
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "drop --tokenizer" in bad.stderr
+
+
+@pytest.mark.slow
+def test_finetuning_examples_through_an_s3_bucket(lm_workspace, s3_server, tmp_path):
+    """convert-dataset --kind finetuning uploads (compressed) MDS; training fetches it and sees the same rows."""
+    ok = run_cli("convert-dataset", str(lm_workspace / "data" / "train.jsonl"), "-o", "s3://corpus/ft", "--kind",
+                 "finetuning", "--compression", "zstd")
+    assert ok.returncode == 0, ok.stderr
+    again = run_cli("convert-dataset", str(lm_workspace / "data" / "train.jsonl"), "-o", "s3://corpus/ft", "--kind",
+                    "finetuning")
+    assert again.returncode == 1 and "already holds data" in again.stderr
+    common = ["max_duration=3ba", "eval_interval=0", "console_log_interval=1ba"]
+    local = run_cli("train", str(lm_workspace / "ft.yaml"), f"save_folder={tmp_path / 'local'}", *common)
+    assert local.returncode == 0, local.stderr
+    remote = run_cli("train", str(lm_workspace / "ft.yaml"), f"save_folder={tmp_path / 'remote'}", *common,
+                     "train_loader.dataset.remote=s3://corpus/ft", f"train_loader.dataset.local={tmp_path / 'cache'}")
+    assert remote.returncode == 0, remote.stderr
+    assert list((tmp_path / "cache" / "train").glob("shard.*.mds"))  # fetched and decompressed
+    runs = [[json.loads(line)["loss/train"] for line in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+            for r in ("local", "remote")]
+    assert len(runs[0]) == 3 and runs[0] == runs[1]
+    missing = run_cli("train", str(lm_workspace / "ft.yaml"), f"save_folder={tmp_path / 'missing'}", *common,
+                      "train_loader.dataset.remote=s3://corpus/nothing", f"train_loader.dataset.local={tmp_path / 'c2'}")
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1
+    assert "train_loader.dataset.remote: cannot fetch s3://corpus/nothing/train/index.json" in missing.stderr
