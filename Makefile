@@ -35,7 +35,6 @@ bench-model:
 	$(PY) scripts/bench/model.py
 
 bench-train:
-	$(PIP) install -q -c constraints.txt -e '.[bench]'
 	$(PY) scripts/bench/train.py
 
 bench-eval:

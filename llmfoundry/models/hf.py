@@ -52,8 +52,25 @@ class HFCausalLM(nn.Module):
         self.args = args
         config = AutoConfig.from_pretrained(args.pretrained_model_name_or_path, local_files_only=True,
                                             trust_remote_code=args.trust_remote_code)
-        self.model = AutoModelForCausalLM.from_config(config, trust_remote_code=args.trust_remote_code)
+        if torch.get_default_device().type == "meta":
+            # Parameters on meta, buffers computed for real: non-persistent buffers (RoPE's inv_freq, ...) are
+            # made in __init__ and are in no checkpoint, so `to_empty` below puts these values back.
+            from accelerate import init_empty_weights
+
+            with torch.device("cpu"), init_empty_weights(include_buffers=False):
+                self.model = AutoModelForCausalLM.from_config(config, trust_remote_code=args.trust_remote_code)
+        else:
+            self.model = AutoModelForCausalLM.from_config(config, trust_remote_code=args.trust_remote_code)
+        self._initial_buffers = {name: b.detach().clone() for name, b in self.model.named_buffers()}
         self._blocks = _find_layers(self.model)
+
+    def to_empty(self, *, device: torch.device | str | None, recurse: bool = True) -> HFCausalLM:
+        """Materialize as nn.Module does, then restore the buffers computed at construction (not garbage)."""
+        super().to_empty(device=device, recurse=recurse)
+        with torch.no_grad():
+            for name, value in self._initial_buffers.items():
+                self.model.get_buffer(name).copy_(value)
+        return self
 
     @property
     def blocks(self) -> nn.ModuleList:
@@ -83,7 +100,7 @@ class HFCausalLM(nn.Module):
             return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
         hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
         head = self.model.get_output_embeddings()
-        return chunked_cross_entropy(hidden, head.weight, labels, z_loss=self.args.z_loss,
+        return chunked_cross_entropy(hidden, head.weight, labels, bias=head.bias, z_loss=self.args.z_loss,
                                      chunk_size=self.args.loss_chunk_size)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:

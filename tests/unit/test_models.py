@@ -216,12 +216,18 @@ def test_bert_sequence_classifier():
     assert abs(loss - ref) < 1e-5
 
 
-def test_hf_causal_lm_wraps_a_local_directory(tmp_path):
-    from transformers import GPT2Config, GPT2LMHeadModel
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_hf_causal_lm_wraps_a_local_directory(tmp_path, family):
+    """Built on meta like every model: weights from the directory, and RoPE's non-persistent inv_freq intact."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    source = GPT2LMHeadModel(GPT2Config(n_embd=32, n_head=2, n_layer=3, n_positions=64, vocab_size=300)).eval()
-    source.save_pretrained(tmp_path / "gpt2")
+    if family == "gpt2":
+        source = GPT2LMHeadModel(GPT2Config(n_embd=32, n_head=2, n_layer=3, n_positions=64, vocab_size=300))
+    else:
+        source = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                              num_attention_heads=4, num_key_value_heads=2, vocab_size=300))
+    source.eval().save_pretrained(tmp_path / "gpt2")
     args = build(ModelConfig, {"name": "hf_causal_lm", "pretrained_model_name_or_path": str(tmp_path / "gpt2")})
     model = build_model(args, device="meta")
     assert len(model.blocks) == 3 and all(p.is_meta for p in model.parameters())
