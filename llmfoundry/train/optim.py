@@ -89,8 +89,11 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optim
         raise UserError(f"optimizer.betas: expected two numbers, got {cfg.betas}")
     groups = param_groups(model, cfg.weight_decay)
     betas = (cfg.betas[0], cfg.betas[1])
+    # one fused kernel per step on GPUs; on CPU the multi-tensor (foreach) path, whose results tests pin
+    on_gpu = all(p.is_cuda for group in groups for p in group["params"])
+    kernel = {"fused": True} if on_gpu else {"foreach": True}
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, foreach=True)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, **kernel)
     if cfg.name == "decoupled_adamw":
-        return DecoupledAdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, foreach=True)
+        return DecoupledAdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, **kernel)
     return Lion(groups, lr=cfg.lr, betas=betas, decoupled=cfg.name == "decoupled_lionw")
