@@ -347,13 +347,16 @@ class Trainer:
         while True:
             failed = False
             try:
-                split = [{k: v[i:i + self.micro] for k, v in rows.items()} for i in range(0, len(rows["input_ids"]), self.micro)]
+                starts = range(0, len(rows["input_ids"]), self.micro)
+                split = [{k: v[i:i + self.micro] for k, v in rows.items()} for i in starts]
                 result = self._forward_backward(split)
             except (torch.OutOfMemoryError, RuntimeError) as error:
                 if not _is_out_of_memory(error):
                     raise
                 failed = True
-            if not all_reduce_sum(torch.tensor(float(failed), device=self.dist.device)).item():
+            if self.dist.world_size > 1:  # one host sync per step, so that every rank retries or none does
+                failed = bool(all_reduce_sum(torch.tensor(float(failed), device=self.dist.device)).item())
+            if not failed:
                 return result
             self._release_after_out_of_memory()
             if self.micro == 1:
