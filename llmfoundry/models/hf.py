@@ -98,9 +98,21 @@ class HFCausalLM(nn.Module):
         del sequence_id  # transformers classes have no per-document masking
         if labels is None:
             return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        config = self.model.config
+        if getattr(config, "final_logit_softcapping", None):
+            # Gemma-2/3 squash logits with tanh before the loss; our fused loss has no such step, so these
+            # classes compute their loss from their own full logits.
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits.float().flatten(0, 1)
+            keep = labels.flatten() != -100
+            loss = torch.nn.functional.cross_entropy(logits[keep], labels.flatten()[keep], reduction="sum")
+            if self.args.z_loss:
+                loss = loss + self.args.z_loss * torch.logsumexp(logits[keep], dim=-1).square().sum()
+            return loss
         hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
         head = self.model.get_output_embeddings()
+        scale = getattr(config, "logit_scale", None)  # Cohere multiplies logits by it
         return chunked_cross_entropy(hidden, head.weight, labels, bias=head.bias, z_loss=self.args.z_loss,
+                                     logit_scale=scale if isinstance(scale, float) else None,
                                      chunk_size=self.args.loss_chunk_size)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:

@@ -216,7 +216,7 @@ def test_bert_sequence_classifier():
     assert abs(loss - ref) < 1e-5
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma2", "cohere"])
 def test_hf_causal_lm_wraps_a_local_directory(tmp_path, family):
     """Built on meta like every model: weights from the directory, and RoPE's non-persistent inv_freq intact."""
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
@@ -224,11 +224,23 @@ def test_hf_causal_lm_wraps_a_local_directory(tmp_path, family):
     torch.manual_seed(0)
     if family == "gpt2":
         source = GPT2LMHeadModel(GPT2Config(n_embd=32, n_head=2, n_layer=3, n_positions=64, vocab_size=300))
-    else:
+    elif family == "llama":
         source = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                                               num_attention_heads=4, num_key_value_heads=2, vocab_size=300))
-    source.eval().save_pretrained(tmp_path / "gpt2")
-    args = build(ModelConfig, {"name": "hf_causal_lm", "pretrained_model_name_or_path": str(tmp_path / "gpt2")})
+    elif family == "gemma2":  # logits soft-capped with tanh
+        from transformers import Gemma2Config, Gemma2ForCausalLM
+
+        source = Gemma2ForCausalLM(Gemma2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                                num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                                vocab_size=300, final_logit_softcapping=5.0))
+    else:  # logits scaled
+        from transformers import CohereConfig, CohereForCausalLM
+
+        source = CohereForCausalLM(CohereConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                                num_attention_heads=4, num_key_value_heads=2, vocab_size=300,
+                                                logit_scale=0.5))
+    source.eval().save_pretrained(tmp_path / "hf")
+    args = build(ModelConfig, {"name": "hf_causal_lm", "pretrained_model_name_or_path": str(tmp_path / "hf")})
     model = build_model(args, device="meta")
     assert len(model.blocks) == 3 and all(p.is_meta for p in model.parameters())
     model.to_empty(device="cpu")
