@@ -226,15 +226,20 @@ class MosaicBert(nn.Module):
     def init_weights(self) -> None:
         """BERT's init: normal(init_std) weights, zero biases, unit norms, a zero padding embedding."""
         for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=self.args.init_std)
-                if isinstance(module, nn.Linear) and module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, Norm):
-                module.reset_parameters()
-        with torch.no_grad():
-            self.bert.embeddings["word_embeddings"].weight[self.args.pad_token_id].zero_()
-        if self.args.num_labels is None:
+            self.init_module(module)
+
+    def init_module(self, module: nn.Module) -> None:
+        """Initialize `module`'s own parameters (one module at a time, in `modules()` order: see mpt.py)."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.args.init_std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if module is self.bert.embeddings["word_embeddings"]:
+                with torch.no_grad():
+                    module.weight[self.args.pad_token_id].zero_()
+        elif isinstance(module, Norm):
+            module.reset_parameters()
+        elif module is self and self.args.num_labels is None:
             nn.init.zeros_(self.cls_bias)
 
     def forward(self, input_ids: torch.Tensor, *, labels: torch.Tensor | None = None,

@@ -283,23 +283,27 @@ class MPT(nn.Module):
 
     def init_weights(self) -> None:
         """(Re)initialize every parameter in place; call under torch.manual_seed for reproducibility."""
-        cfg = self.args.init_config
-        div = math.sqrt(2 * self.args.n_layers) if cfg.init_div_is_residual else 1.0
         for module in self.modules():
-            if isinstance(module, nn.Linear):
+            self.init_module(module)
+
+    def init_module(self, module: nn.Module) -> None:
+        """Initialize `module`'s own parameters. One module at a time, in `modules()` order, so a sharded model
+        can be initialized with the same random stream (distributed/sharded_init.py)."""
+        cfg = self.args.init_config
+        if isinstance(module, nn.Linear):
+            _init_tensor(module.weight, cfg, self.args.d_model)
+            if getattr(module, "_is_residual", False):
+                with torch.no_grad():
+                    module.weight.div_(math.sqrt(2 * self.args.n_layers) if cfg.init_div_is_residual else 1.0)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            if cfg.emb_init_std is not None:
+                nn.init.normal_(module.weight, std=cfg.emb_init_std)
+            else:
                 _init_tensor(module.weight, cfg, self.args.d_model)
-                if getattr(module, "_is_residual", False):
-                    with torch.no_grad():
-                        module.weight.div_(div)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Embedding):
-                if cfg.emb_init_std is not None:
-                    nn.init.normal_(module.weight, std=cfg.emb_init_std)
-                else:
-                    _init_tensor(module.weight, cfg, self.args.d_model)
-            elif isinstance(module, Norm):
-                module.reset_parameters()
+        elif isinstance(module, Norm):
+            module.reset_parameters()
 
     def forward(self, input_ids: torch.Tensor, *, labels: torch.Tensor | None = None,
                 sequence_id: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

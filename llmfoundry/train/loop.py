@@ -134,7 +134,6 @@ class Trainer:
 
     # -- building ---------------------------------------------------------------------------------------
     def _build_model(self) -> nn.Module:
-        from llmfoundry.distributed.parallelize import apply_ac, apply_compile, apply_fsdp
         from llmfoundry.models.layers.attention import check_impl
 
         cfg = self.cfg
@@ -142,27 +141,44 @@ class Trainer:
         if impl is not None:  # hf_causal_lm models use their class's own attention
             check_impl(impl, self.dist.device, training=True)
         model = build_model(cfg.model, device="meta")
-        # Materialize and initialize the whole model identically on every rank, then shard it.
+        fsdp = cfg.fsdp_config or FSDPConfig()
+        peft = getattr(cfg.model, "peft_config", None)
+        sharded = self.dist.world_size > 1 and fsdp.sharding_strategy != "NO_SHARD"
+        if sharded and hasattr(model, "init_module") and not getattr(cfg.model, "load_hf", None) and peft is None:
+            # From scratch on several ranks: shard on meta, materialize shards only, initialize module by module
+            # with the values an unsharded init gives (a 30B model never exists whole on one device).
+            from llmfoundry.distributed.sharded_init import init_sharded
+
+            self._parallelize(model, fsdp)
+            model.to_empty(device=self.dist.device)
+            torch.manual_seed(cfg.seed)
+            init_sharded(model)
+            return model
+        # Otherwise materialize and initialize the whole model identically on every rank, load what it starts
+        # from, add adapters, then shard it.
         model.to_empty(device=self.dist.device)
         torch.manual_seed(cfg.seed)
         with torch.no_grad():
             model.init_weights()
         if getattr(cfg.model, "load_hf", None):
             _load_hf_weights(model, cfg.model.load_hf)  # type: ignore[union-attr]
-        peft = getattr(cfg.model, "peft_config", None)
         if peft is not None:  # after the base weights exist, before sharding and the optimizer
             from llmfoundry.models.lora import apply_lora
 
             apply_lora(model, peft)
-        fsdp = cfg.fsdp_config
-        if fsdp is not None:
-            apply_ac(model, fsdp.activation_checkpointing)
-            if fsdp.compile:
-                apply_compile(model)
-        if self.dist.world_size > 1:
-            compute = {"fp32": None, "amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}[cfg.precision]
-            apply_fsdp(model, fsdp or FSDPConfig(), self.dist.device, compute)
+        self._parallelize(model, fsdp)
         return model
+
+    def _parallelize(self, model: nn.Module, fsdp: FSDPConfig) -> None:
+        """Activation checkpointing and compile per block, then FSDP2 (or replication) over the ranks."""
+        from llmfoundry.distributed.parallelize import apply_ac, apply_compile, apply_fsdp
+
+        apply_ac(model, fsdp.activation_checkpointing)
+        if fsdp.compile:
+            apply_compile(model)
+        if self.dist.world_size > 1:
+            compute = {"fp32": None, "amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}[self.cfg.precision]
+            apply_fsdp(model, fsdp, self.dist.device, compute)
 
     def _icl(self, loaded: LoadedConfig) -> tuple[list[Any], Any]:
         """ICL tasks (and gauntlet) to run at eval_interval, validated now so mistakes surface before training."""
