@@ -276,7 +276,9 @@ class Trainer:
             resumed = f" (resumed at step {self.step} from {self.resume_from.name})" if self.resume_from else ""
             log.message(f"training {self.model.num_params():,} parameters for {self.max_steps} steps of "
                         f"{self.global_batch} x {self.seq_len} tokens on {dist.world_size} x {dist.device.type}{resumed}")
-            trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            from llmfoundry.models.lora import trainable_params
+
+            trainable = trainable_params(self.model)
             if trainable < self.model.num_params():
                 log.message(f"{trainable:,} of them trainable (LoRA adapters; the rest is frozen)")
             for note in self.notes:
@@ -359,7 +361,7 @@ class Trainer:
         retry together; ranks see equally shaped batches, so they normally run out together (a rank that runs
         out alone leaves the others in a collective until dist_timeout).
         """
-        rows = {k: torch.cat([m[k] for m in micros]) for k in micros[0]}
+        rows = micros[0] if len(micros) == 1 else {k: torch.cat([m[k] for m in micros]) for k in micros[0]}
         while True:
             failed = False
             try:
