@@ -106,6 +106,8 @@ def convert_dataset(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output."),
     kind: str = typer.Option("pretraining", "--kind", help="pretraining: documents (--mode concat|text); finetuning: "
                              "prompt/response or chat (messages) examples from .jsonl/.parquet, stored as text."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: convert only part I (0-based) of N, for one job "
+                                        "of many (SLURM array, Kubernetes); join them with `foundry merge-index OUT`."),
 ) -> None:
     """Convert text, JSONL, parquet/arrow or PubMed XML into streaming MDS shards."""
 
@@ -127,12 +129,35 @@ def convert_dataset(
         _choice("--mode", mode, ("concat", "text"))
         _choice("--input-format", input_format, ("auto", "text", "jsonl", "parquet", "arrow", "pubmed"))
         _choice("--split-by", split_by, ("file", "paragraph"))
+        from llmfoundry.data.parts import parse_shard
+
+        part = parse_shard(shard) if shard is not None else None
         summary = run(inputs, out, tokenizer=tokenizer, mode=mode, max_seq_len=max_seq_len,  # type: ignore[arg-type]
                       input_format=input_format, text_field=text_field, split_by=split_by,  # type: ignore[arg-type]
                       val_fraction=val_fraction, bos=bos, workers=workers, shard_size=shard_size,
-                      compression=compression, strict=strict, max_docs=max_docs, overwrite=overwrite)
+                      compression=compression, strict=strict, max_docs=max_docs, overwrite=overwrite, shard=part)
         typer.echo(format_summary(summary))
-        typer.echo(f"wrote {out}")
+        if part is not None:
+            typer.echo(f"wrote part {part[0]} of {part[1]} into {out}; when every part is done: foundry merge-index {out}")
+        else:
+            typer.echo(f"wrote {out}")
+
+    run_user_code(go)
+
+
+@app.command("merge-index")
+def merge_index(
+    out: str = typer.Argument(..., help="The --out of the `convert-dataset --shard I/N` jobs (local or s3://).",
+                              show_default=False),
+) -> None:
+    """Join the parts of a conversion done by several jobs (`convert-dataset --shard I/N`) into one dataset."""
+
+    def go() -> None:
+        from llmfoundry.data.parts import merge_index as run
+
+        merged = run(out)
+        splits = ", ".join(f"{name} {stats['samples']:,} samples" for name, stats in merged["splits"].items())
+        typer.echo(f"merged {merged['parts']} parts into {out}: {merged['documents_written']:,} documents; {splits}")
 
     run_user_code(go)
 

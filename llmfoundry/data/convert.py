@@ -7,7 +7,8 @@ count. Threads beat processes here: no pickling of texts and token arrays, no in
 `concat` mode joins documents with eos (and an optional bos) and cuts fixed `max_seq_len` samples, so document
 boundaries are recoverable from eos at train time; `text` mode stores raw text for tokenization at train time.
 The train/val split is a stable hash of each document's text, so it does not change between runs, worker
-counts or input orderings.
+counts or input orderings. `shard=(I, N)` converts only the documents of part I of N (llmfoundry/data/parts.py),
+for conversions spread over many machines and joined by `foundry merge-index`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from llmfoundry.data.parts import SUMMARIES, part_name, part_of, staged_part
 from llmfoundry.data.sources import InputFormat, SplitBy, discover_inputs, read_documents
 from llmfoundry.errors import UserError
 from llmfoundry.io import atomic_directory, check_output_dir
@@ -55,6 +57,10 @@ class ConversionSummary:
     inputs: list[str]
     documents_read: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    parts: int = 1
+    """Into how many parts (`--shard I/N`) the documents were divided; this summary covers one of them."""
+    in_other_parts: int = 0
+    """Documents read but left to the other parts."""
     splits: dict[str, SplitStats] = field(default_factory=lambda: {s: SplitStats() for s in SPLITS})
     seconds: float = 0.0
 
@@ -192,8 +198,12 @@ def convert_dataset(
     max_docs: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> ConversionSummary:
-    """Convert `inputs` into MDS shards under `out/train` and `out/val` (local directory or s3:// URL)."""
+    """Convert `inputs` into MDS shards under `out/train` and `out/val` (local directory or s3:// URL).
+
+    With `shard=(I, N)` only part I's documents are written, to `out/<split>/part-I-of-N` (see data/parts.py).
+    """
     if mode not in ("concat", "text"):
         raise UserError(f"--mode: got {mode!r}, expected concat or text")
     if not 0 <= val_fraction < 1:
@@ -205,12 +215,13 @@ def convert_dataset(
     size_limit = _parse_size(shard_size)
     os.environ.setdefault("RAYON_NUM_THREADS", str(workers))  # read when the tokenizers thread pool starts
     compression = None if compression in (None, "", "none") else compression
-    remote = check_output(out, overwrite)
+    part = part_name(*shard) if shard else None
+    remote = check_output(out, overwrite) if part is None else _remote_part(out)
     paths = discover_inputs(inputs, input_format)
     tokenizer_json, prefix, suffix = _prepare_tokenizer(tokenizer, mode, bos)
 
     summary = ConversionSummary(mode=mode, max_seq_len=max_seq_len if mode == "concat" else None,
-                                tokenizer=tokenizer, inputs=[str(p) for p in paths])
+                                tokenizer=tokenizer, inputs=[str(p) for p in paths], parts=shard[1] if shard else 1)
     skipped: Counter[str] = Counter()
     docs = read_documents(paths, input_format=input_format, text_field=text_field, split_by=split_by,
                           strict=strict, skipped=skipped)
@@ -220,16 +231,30 @@ def convert_dataset(
     def counted(stream: Iterator[str]) -> Iterator[str]:
         for doc in stream:
             summary.documents_read += 1
+            if shard and part_of(doc, shard[1]) != shard[0]:
+                summary.in_other_parts += 1
+                continue
             yield doc
 
     start = time.perf_counter()
-    with staged_output(out, remote, overwrite) as local:
+    local_part = part is not None and remote is None
+    staging = staged_part(out, part, SPLITS, overwrite) if local_part else staged_output(out, remote, overwrite)
+    with staging as local:  # type: ignore[arg-type]
         _write(counted(docs), local, remote, summary, mode, tokenizer_json, prefix, suffix, val_fraction,
-               workers, size_limit, compression, max_seq_len, overwrite, progress)
+               workers, size_limit, compression, max_seq_len, overwrite, progress, part)
         summary.skipped = dict(skipped)
         summary.seconds = time.perf_counter() - start
-        finish_output(summary, local, remote, "documents")
+        finish_output(summary, local, remote, "documents",
+                      name=f"{SUMMARIES}/{part}.json" if part else "conversion.json")
     return summary
+
+
+def _remote_part(out: str) -> str | None:
+    """A part of an s3:// conversion: the MDS writers upload its shards (each index.json last)."""
+    if "://" not in out:
+        return None
+    _remote_has_data(out)  # checks the URL and that the bucket can be listed
+    return out
 
 
 def check_output(out: str, overwrite: bool) -> str | None:
@@ -254,17 +279,19 @@ def staged_output(out: str, remote: str | None, overwrite: bool) -> Iterator[str
             yield tmp
 
 
-def finish_output(summary: ConversionSummary, local: str, remote: str | None, what: str) -> None:
-    """Fail if nothing was written (saying why), else write conversion.json (and upload it)."""
-    if summary.documents_written == 0:
+def finish_output(summary: ConversionSummary, local: str, remote: str | None, what: str,
+                  name: str = "conversion.json") -> None:
+    """Fail if nothing was written (saying why), else write the summary `name` (and upload it)."""
+    if summary.documents_written == 0 and summary.in_other_parts == 0:
         reasons = ", ".join(f"{k}: {v}" for k, v in summary.skipped.items()) or "the inputs are empty"
         raise UserError(f"{', '.join(summary.inputs)}: no {what} to convert ({reasons})")
-    path = Path(local) / "conversion.json"
+    path = Path(local) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
     if remote is not None:
         from streaming.base.storage.upload import CloudUploader
 
-        CloudUploader.get(out=(local, remote), keep_local=True, exist_ok=True).upload_file("conversion.json")
+        CloudUploader.get(out=(local, remote), keep_local=True, exist_ok=True).upload_file(name)
 
 
 def _remote_has_data(remote: str) -> bool:
@@ -305,9 +332,11 @@ def mds_writer(local: str, remote: str | None, split: str, columns: dict[str, st
 
 def _write(docs: Iterator[str], local: str, remote: str | None, summary: ConversionSummary, mode: Mode,
            tokenizer_json: str | None, prefix: list[int], suffix: list[int], val_fraction: float, workers: int,
-           size_limit: int, compression: str | None, max_seq_len: int, overwrite: bool, progress: bool) -> None:
+           size_limit: int, compression: str | None, max_seq_len: int, overwrite: bool, progress: bool,
+           part: str | None = None) -> None:
     columns = {"tokens": "ndarray:int32"} if mode == "concat" else {"text": "str"}
-    writers = [mds_writer(local, remote, split, columns, size_limit, compression, overwrite) for split in SPLITS]
+    folders = [f"{split}/{part}" if part else split for split in SPLITS]
+    writers = [mds_writer(local, remote, folder, columns, size_limit, compression, overwrite) for folder in folders]
     packers = [_Packer(max_seq_len) for _ in SPLITS]
     _init_worker(tokenizer_json, prefix, suffix, val_fraction)
     results = _pipelined(_tokenize_batch if mode == "concat" else _split_batch, _batched(docs, _BATCH_DOCS))
@@ -396,6 +425,8 @@ def format_summary(summary: ConversionSummary) -> str:
         f"skipped: {sum(summary.skipped.values()):,}"
         + (f" ({', '.join(f'{k}: {v:,}' for k, v in sorted(summary.skipped.items()))})" if summary.skipped else ""),
     ]
+    if summary.parts > 1:
+        lines.append(f"  this part of {summary.parts}: {summary.in_other_parts:,} documents left to the other parts")
     for name, stats in summary.splits.items():
         line = f"  {name:5s}: {stats.documents:,} documents, {stats.samples:,} samples"
         if summary.mode == "concat":
