@@ -53,12 +53,14 @@ def run_user_code(fn: Callable[[], T]) -> T:
 
 
 CONFIG_ARG = typer.Argument(..., help="Path to the YAML config.", show_default=False)
+TRAIN_CONFIG_ARG = typer.Argument(..., help="Path to the YAML config, or a recipe name (`foundry recipes`).",
+                                  show_default=False)
 OVERRIDES_ARG = typer.Argument(None, help="key=value overrides applied last, e.g. max_duration=20ba.")
 
 
 @app.command()
 def train(
-    config: Path = CONFIG_ARG,
+    config: Path = TRAIN_CONFIG_ARG,
     overrides: Optional[list[str]] = OVERRIDES_ARG,
     print_config: bool = typer.Option(False, "--print-config", help="Print the fully resolved config and exit."),
     nproc: int = typer.Option(0, "--nproc", help="Launch this many processes on this machine with torchrun."),
@@ -68,15 +70,17 @@ def train(
     def go() -> None:
         from llmfoundry.config import load_typed
         from llmfoundry.config.schema import TrainConfig
+        from llmfoundry.recipes import resolve_config
 
-        cfg, loaded = load_typed(TrainConfig, config, overrides or [])
+        path = resolve_config(config)
+        cfg, loaded = load_typed(TrainConfig, path, overrides or [])
         if print_config:
             typer.echo(loaded.to_yaml(), nl=False)
             return
         if nproc > 0:
             import os
 
-            args = ["torchrun", f"--nproc_per_node={nproc}", "-m", "llmfoundry.cli", "train", str(config),
+            args = ["torchrun", f"--nproc_per_node={nproc}", "-m", "llmfoundry.cli", "train", str(path),
                     *(overrides or [])]
             os.execvp(sys.executable, [sys.executable, "-m", "torch.distributed.run", *args[1:]])
         from llmfoundry.train.loop import train as run
@@ -273,6 +277,21 @@ def generate(
 
         typer.echo(run(model_dir, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                        greedy=greedy, seed=seed, trust_remote_code=trust_remote_code))
+
+    run_user_code(go)
+
+
+@app.command()
+def recipes() -> None:
+    """List the shipped recipes: `foundry train NAME` (or yamls/NAME.yaml) runs one."""
+
+    def go() -> None:
+        from llmfoundry.recipes import describe, recipes as shipped
+
+        for recipe in shipped():
+            info = describe(recipe)
+            size = f"{info['parameters'] / 1e9:.2f}B" if info["parameters"] >= 1e9 else f"{info['parameters'] / 1e6:.1f}M"
+            typer.echo(f"{info['name']:17} {size:>7}  seq {info['max_seq_len']:>5}  {info['purpose']}")
 
     run_user_code(go)
 
