@@ -26,8 +26,8 @@ class DistInfo:
 def init_distributed(timeout_s: float = 600.0) -> DistInfo:
     """Join torchrun's group; every collective (gloo and NCCL) gives up after `timeout_s` seconds.
 
-    gloo raises in the waiting rank; NCCL's watchdog ends the process (TORCH_NCCL_ASYNC_ERROR_HANDLING, whose
-    default 3 we keep unless the user set it), so torchrun's agent sees a failure and can restart the group.
+    gloo raises in the waiting rank; NCCL's watchdog ends the process (torchrun sets
+    TORCH_NCCL_ASYNC_ERROR_HANDLING=1 for its workers), so the agent sees a failure and can restart the group.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -38,10 +38,22 @@ def init_distributed(timeout_s: float = 600.0) -> DistInfo:
     else:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "3")
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
+        _join_group("nccl" if device.type == "cuda" else "gloo", timedelta(seconds=timeout_s))
     return DistInfo(rank, world, local, device)
+
+
+def _join_group(backend: str, timeout: timedelta) -> None:
+    """init_process_group on torchrun's store, under a key prefix of its own for each restart attempt.
+
+    torchrun's c10d rendezvous shares one TCPStore with the workers for the whole job, so after a restart the
+    failed attempt's keys (gloo's peer addresses, NCCL's unique id) are still there and the new workers would
+    connect to dead processes. A prefix per attempt gives each attempt a clean key space.
+    """
+    from torch.distributed.rendezvous import rendezvous
+
+    store, rank, world = next(rendezvous("env://", timeout=timeout))
+    store = dist.PrefixStore(f"llmfoundry/attempt-{restart_count()}", store)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
 
 
 def restart_count() -> int:

@@ -19,7 +19,9 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, (UserError, RunFailure)):
         return "; ".join(error.problems)
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    return f"{type(error).__name__}: {text[0].split('. ')[0]}"  # torch's messages go on with advice after the fact
 
 
 class RunGuard:
