@@ -53,7 +53,7 @@ def launch_train(nproc: int, max_restarts: int, train_args: list[str], run_dir: 
 def _summary(failures: dict[int, Any], max_restarts: int) -> list[str]:
     """Each distinct one-line error the ranks reported, else what killed them."""
     ordered = sorted(failures.items(), key=lambda item: item[1].timestamp)
-    reported = [f.message for _, f in ordered if f.error_file_data.get("message") and isinstance(f.message, str)]
+    reported = [f.message for _, f in ordered if os.path.isfile(f.error_file) and isinstance(f.message, str)]
     if reported:
         lines = list(dict.fromkeys(reported))
     else:

@@ -94,8 +94,9 @@ def two_process_reference(workspace):  # noqa: F811
 def test_sigterm_one_process_checkpoints_and_resumes_bitwise(workspace):  # noqa: F811
     root, config = workspace
     straight, run = root / "term-straight", root / "term-1"
-    train_in_process(config, f"save_folder={straight}", *COMMON)
-    args = ["train", str(config), f"save_folder={run}", *COMMON, "save_interval=3ba", "autoresume=true"]
+    args = ["train", str(config), *COMMON, "save_interval=3ba", "autoresume=true"]
+    assert finish(foundry(*args, f"save_folder={straight}"))[0] == 0  # same interpreter settings as the run below
+    args.append(f"save_folder={run}")
     proc = foundry(*args)
     wait_for(lambda: latest_step(run) >= 3, "the first checkpoint", proc)
     proc.send_signal(signal.SIGTERM)
@@ -195,10 +196,10 @@ def test_stalled_rank_restarts_then_is_named_in_one_line(workspace):  # noqa: F8
     finally:
         release(stopped)
     assert code == 1
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.startswith("error:")]  # (and no torchrun report)
     assert len(lines) == 1, err
     assert lines[0].startswith(f"error: rank 0 (pid {stopped[1]} on ") and "stopped responding" in lines[0]
-    assert "(after 1 restart)" in lines[0] and "Traceback" not in err
+    assert "(after 1 restart)" in lines[0] and "Traceback" not in err and "ChildFailedError" not in err
     assert "restart 1 of 1" in out
 
 
