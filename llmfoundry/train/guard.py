@@ -30,6 +30,7 @@ class RunGuard:
     def __init__(self, run_dir: Path, dist: DistInfo, dist_timeout: float) -> None:
         self.run_dir, self.dist, self.dist_timeout = run_dir, dist, dist_timeout
         self.attempt = restart_count()
+        self.created = not run_dir.exists()  # a run that fails before writing anything leaves no folder behind
         lock: RunLock | None = None
         error = note = None
         if dist.is_main:
@@ -68,3 +69,7 @@ class RunGuard:
         self.preemption.close(clean=status != "failed")
         if self.lock is not None:
             self.lock.release()
+        leftovers = {p.name for p in self.run_dir.iterdir()} if self.run_dir.exists() else set()
+        if status == "failed" and self.created and self.dist.world_size == 1 and leftovers <= {heartbeat.FOLDER}:
+            heartbeat.clear(self.run_dir)
+            self.run_dir.rmdir()
