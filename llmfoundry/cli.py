@@ -7,13 +7,16 @@ shows the traceback instead.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
 import typer
 
-from llmfoundry.errors import UserError
+from llmfoundry.errors import LAUNCHED, RunFailure, UserError
 
 app = typer.Typer(
     name="foundry",
@@ -38,18 +41,32 @@ def _main(
 
 
 def run_user_code(fn: Callable[[], T]) -> T:
-    """Run a verb; a UserError becomes one stderr line per problem and exit code 1."""
+    """Run a verb; a UserError (or RunFailure) becomes one stderr line per problem and exit code 1.
+
+    A worker under torchrun also writes the lines into torchelastic's error file, where torchrun shows them as the
+    root cause; under `foundry train --nproc` it prints nothing itself, and the launcher prints each distinct line
+    once instead of once per process.
+    """
     try:
         return fn()
-    except UserError as err:
+    except (UserError, RunFailure) as err:
         if _state["debug"]:
             raise
-        for line in err.problems:
-            typer.echo(f"error: {line}", err=True)
+        _record_for_torchrun(err.problems)
+        if not os.environ.get(LAUNCHED):
+            for line in err.problems:
+                typer.echo(f"error: {line}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
+
+
+def _record_for_torchrun(problems: list[str]) -> None:
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        with open(path, "w") as f:
+            json.dump({"message": "; ".join(problems), "timestamp": int(time.time())}, f)
 
 
 CONFIG_ARG = typer.Argument(..., help="Path to the YAML config.", show_default=False)
@@ -64,10 +81,12 @@ def train(
     overrides: Optional[list[str]] = OVERRIDES_ARG,
     print_config: bool = typer.Option(False, "--print-config", help="Print the fully resolved config and exit."),
     nproc: int = typer.Option(0, "--nproc", help="Launch this many processes on this machine with torchrun."),
+    max_restarts: int = typer.Option(0, "--max-restarts", help="With --nproc: restart the whole group up to this "
+                                     "many times after a process dies or stalls; it resumes from checkpoints/latest."),
 ) -> None:
     """Pretrain or finetune a model described by a YAML config."""
 
-    def go() -> None:
+    def go() -> int:
         from llmfoundry.config import load_typed
         from llmfoundry.config.schema import TrainConfig
         from llmfoundry.recipes import resolve_config
@@ -76,18 +95,24 @@ def train(
         cfg, loaded = load_typed(TrainConfig, path, overrides or [])
         if print_config:
             typer.echo(loaded.to_yaml(), nl=False)
-            return
+            return 0
+        if max_restarts < 0 or nproc < 0:
+            raise UserError("--nproc and --max-restarts: must be 0 or more")
+        if max_restarts and not nproc:
+            raise UserError("--max-restarts: needs --nproc N (or torchrun --max-restarts for several nodes)")
         if nproc > 0:
-            import os
+            from llmfoundry.distributed.launch import launch_train
 
-            args = ["torchrun", f"--nproc_per_node={nproc}", "-m", "llmfoundry.cli", "train", str(path),
-                    *(overrides or [])]
-            os.execvp(sys.executable, [sys.executable, "-m", "torch.distributed.run", *args[1:]])
+            return launch_train(nproc, max_restarts, [str(path), *(overrides or [])], Path(cfg.save_folder),  # type: ignore[arg-type]
+                                debug=_state["debug"])
         from llmfoundry.train.loop import train as run
 
         run(cfg, loaded)
+        return 0
 
-    run_user_code(go)
+    code = run_user_code(go)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("convert-dataset")

@@ -16,3 +16,20 @@ class UserError(Exception):
             raise ValueError("UserError needs at least one message")
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+
+LAUNCHED = "LLMFOUNDRY_LAUNCHED"
+"""Set by `foundry train --nproc` for its workers: they leave printing their one-line errors to the launcher."""
+
+
+class RunFailure(Exception):
+    """A failure of the machines, neither of the user's input nor of our code (a rank died or stopped responding).
+
+    Printed like a UserError (one line, exit 1): the line names what failed and a traceback would add nothing.
+    """
+
+    def __init__(self, *problems: str) -> None:
+        if not problems:
+            raise ValueError("RunFailure needs at least one message")
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))

@@ -359,7 +359,8 @@ class TrainConfig:
     skip_nan_batches: bool = False
     """Skip a batch whose loss is NaN/inf instead of stopping the run."""
     dist_timeout: float = 600.0
-    """Seconds to wait for other ranks in collective operations."""
+    """Seconds a collective waits for the other ranks before it fails (then torchrun restarts the group, or the run
+    stops naming the rank that died or stalled). Also sets the heartbeat period: dist_timeout/4, at most 30 s."""
     icl_tasks: list[dict[str, Any]] | str | None = None
     """In-context-learning tasks evaluated at eval_interval (a list, or a path to a yaml with the list)."""
     eval_gauntlet: dict[str, Any] | str | None = None
@@ -387,5 +388,7 @@ class TrainConfig:
             raise UserError("max_duration: cannot be a fraction of itself; use ba, ep, tok or sp")
         if self.max_duration.is_zero:
             raise UserError("max_duration: must be longer than zero")
+        if not self.dist_timeout > 0:
+            raise UserError(f"dist_timeout: must be a positive number of seconds, got {self.dist_timeout}")
         if self.save_folder is None:
             self.save_folder = f"runs/{self.run_name}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -23,6 +24,11 @@ class DistInfo:
 
 
 def init_distributed(timeout_s: float = 600.0) -> DistInfo:
+    """Join torchrun's group; every collective (gloo and NCCL) gives up after `timeout_s` seconds.
+
+    gloo raises in the waiting rank; NCCL's watchdog ends the process (torchrun sets
+    TORCH_NCCL_ASYNC_ERROR_HANDLING=1 for its workers), so the agent sees a failure and can restart the group.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -32,14 +38,51 @@ def init_distributed(timeout_s: float = 600.0) -> DistInfo:
     else:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
+        _join_group("nccl" if device.type == "cuda" else "gloo", timedelta(seconds=timeout_s))
     return DistInfo(rank, world, local, device)
+
+
+def _join_group(backend: str, timeout: timedelta) -> None:
+    """init_process_group on torchrun's store, under a key prefix of its own for each restart attempt.
+
+    torchrun's c10d rendezvous shares one TCPStore with the workers for the whole job, so after a restart the
+    failed attempt's keys (gloo's peer addresses, NCCL's unique id) are still there and the new workers would
+    connect to dead processes. A prefix per attempt gives each attempt a clean key space.
+    """
+    from torch.distributed.rendezvous import rendezvous
+
+    store, rank, world = next(rendezvous("env://", timeout=timeout))
+    store = dist.PrefixStore(f"llmfoundry/attempt-{restart_count()}", store)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+
+
+def restart_count() -> int:
+    """How many times torchrun's agent has restarted this group after a failure (0 outside torchrun)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def max_restarts() -> int:
+    return int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+
+
+def run_id() -> str:
+    """torchrun's rendezvous id: the same for every node and every restart of one job ("" outside torchrun)."""
+    return os.environ.get("TORCHELASTIC_RUN_ID", "")
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def broadcast_from_main(value: Any) -> Any:
+    """Rank 0's `value` on every rank (a picklable object; one process returns it unchanged)."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier() -> None:

@@ -25,14 +25,16 @@ import torch
 import yaml
 from torch import nn
 
-from llmfoundry.checkpoint.manager import latest_checkpoint, load_checkpoint, save_checkpoint
+from llmfoundry.checkpoint.manager import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
+from llmfoundry.checkpoint.reader import LATEST
 from llmfoundry.config.loader import LoadedConfig
 from llmfoundry.config.schema import FSDPConfig, TrainConfig
 from llmfoundry.data.loaders import LoaderParts, build_loader, check_loader
 from llmfoundry.data.text import DataPosition, StepBatches
-from llmfoundry.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from llmfoundry.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, restart_count, shutdown
 from llmfoundry.errors import UserError
 from llmfoundry.models import build_model
+from llmfoundry.train.guard import RunGuard, one_line
 from llmfoundry.train.optim import build_optimizer
 from llmfoundry.train.schedule import lr_multiplier, steps_for
 
@@ -99,15 +101,29 @@ class Trainer:
         self.cfg = cfg
         self.dist = init_distributed(cfg.dist_timeout)
         self.micro, self.accumulation = _check_before_work(cfg, self.dist)
+        self.run_dir = Path(cfg.save_folder)  # type: ignore[arg-type]
+        self.guard = RunGuard(self.run_dir, self.dist, cfg.dist_timeout)  # before the run folder is read or written
+        try:
+            self._setup(loaded)
+        except BaseException as error:
+            self.guard.close("failed", one_line(error))
+            raise
+
+    def _setup(self, loaded: LoadedConfig) -> None:
+        cfg = self.cfg
         self.auto_micro = cfg.device_train_microbatch_size == "auto"
         self.log: Any = None  # MetricLoggers on rank 0 while fit() runs
-        self.run_dir = Path(cfg.save_folder)  # type: ignore[arg-type]
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.config_yaml = loaded.to_yaml()
-        self.resume_from = latest_checkpoint(self.ckpt_dir) if cfg.autoresume else None
-        if self.resume_from is None and any(self.ckpt_dir.glob("step-*")) and not cfg.save_overwrite:
-            raise UserError(f"save_folder: {self.run_dir} already holds checkpoints; set autoresume: true to "
-                            "continue that run or save_overwrite: true to start over")
+        # A restarted attempt (torchrun after a failure) continues this job's checkpoints even without autoresume.
+        self.resume_from = latest_checkpoint(self.ckpt_dir) if cfg.autoresume or restart_count() else None
+        if self.resume_from is None and any(self.ckpt_dir.glob("step-*")):
+            if not cfg.save_overwrite:
+                raise UserError(f"save_folder: {self.run_dir} already holds checkpoints; set autoresume: true to "
+                                "continue that run or save_overwrite: true to start over")
+            if self.dist.is_main:  # starting over: a restart must not resume from the old run's checkpoints
+                (self.ckpt_dir / LATEST).unlink(missing_ok=True)
+        self.preempted = False
         from llmfoundry.data.tokenizer import load_tokenizer
 
         self.tokenizer = load_tokenizer(cfg.tokenizer.name, **cfg.tokenizer.kwargs)
@@ -121,7 +137,7 @@ class Trainer:
         self.train_parts = self._loader(cfg.train_loader, "train_loader", training=True)
         self.collate = self.train_parts.collate
         self.eval_parts = self._loader(cfg.eval_loader, "eval_loader", training=False) if cfg.eval_loader else None
-        self.notes = self.train_parts.notes + (self.eval_parts.notes if self.eval_parts else [])
+        self.notes = self.guard.notes + self.train_parts.notes + (self.eval_parts.notes if self.eval_parts else [])
         self.data = StepBatches(cfg.train_loader, self.collate, microbatch=self.micro, accumulation=self.accumulation,
                                 world_size=self.dist.world_size, position=self.position,
                                 dataset=self.train_parts.dataset)
@@ -249,6 +265,22 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
+        """Train to max_duration (or to a SIGTERM); the outcome goes to this rank's heartbeat, the lock is released."""
+        try:
+            last = self._fit()
+        except RuntimeError as error:  # a collective that failed because a peer died or stalled: name the peer
+            failure = self.guard.peer_failure(error, since=time.time())
+            self.guard.close("failed", one_line(failure or error))
+            if failure is None:
+                raise
+            raise failure from None
+        except BaseException as error:
+            self.guard.close("failed", one_line(error))
+            raise
+        self.guard.close("preempted" if self.preempted else "done")
+        return last
+
+    def _fit(self) -> dict[str, float]:
         from llmfoundry.loggers import MetricLoggers
 
         cfg, dist = self.cfg, self.dist
@@ -320,10 +352,27 @@ class Trainer:
                 self._check_finite(loss_sum, count)  # never write NaN weights over the last good checkpoint
                 save_checkpoint(self.ckpt_dir, self.step, self._state(), self.config_yaml, is_main=dist.is_main,
                                 keep=cfg.save_num_checkpoints_to_keep)
+            self.guard.heartbeat.step = self.step
+            if not is_last and self.guard.preemption.should_stop():
+                self._stop_for_preemption(saved=bool(save_every) and self.step % save_every == 0, loss=(loss_sum, count))
+                break
         if log is not None:
-            log.message(f"done: {self.step} steps, {self.tokens:,} tokens; checkpoint in {self.ckpt_dir}")
+            if not self.preempted:
+                log.message(f"done: {self.step} steps, {self.tokens:,} tokens; checkpoint in {self.ckpt_dir}")
             log.close()
         return last
+
+    def _stop_for_preemption(self, saved: bool, loss: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """All ranks agreed to stop after this step: checkpoint it (unless just done) and say how to continue."""
+        if not saved:
+            self._check_finite(*loss)
+            save_checkpoint(self.ckpt_dir, self.step, self._state(), self.config_yaml, is_main=self.dist.is_main,
+                            keep=self.cfg.save_num_checkpoints_to_keep)
+        self.preempted = True
+        if self.log is not None:
+            how = "the same command" + ("" if self.cfg.autoresume else " with autoresume=true")
+            self.log.message(f"preempted (SIGTERM): stopped after step {self.step} of {self.max_steps} with checkpoint "
+                             f"{self.ckpt_dir / checkpoint_name(self.step)}; {how} continues from there")
 
     def _check_finite(self, loss_sum: torch.Tensor, count: torch.Tensor) -> float:
         loss = (loss_sum / count.clamp(min=1)).item()
