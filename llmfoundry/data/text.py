@@ -160,6 +160,12 @@ class StepBatches:
     def global_batch(self) -> int:
         return self.microbatch * self.accumulation * self.world_size
 
+    def skip(self, steps: int) -> None:
+        """Move the position `steps` global batches ahead (spike_guard skips the batches that led to a spike)."""
+        done = self.position.samples_in_epoch // self.global_batch + steps
+        self.position.epoch += done // self.steps_per_epoch
+        self.position.samples_in_epoch = done % self.steps_per_epoch * self.global_batch
+
     def _loader(self) -> Any:
         from torch.utils.data import DataLoader
 
