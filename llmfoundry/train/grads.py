@@ -19,8 +19,6 @@ def global_grad_norm(params: Iterable[nn.Parameter]) -> torch.Tensor:
     from torch.distributed.tensor import DTensor
 
     grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
     norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0, foreach=True)
     return norm.full_tensor() if isinstance(norm, DTensor) else norm
 
@@ -33,9 +31,10 @@ def clip_to_norm(params: Iterable[nn.Parameter], threshold: float, norm: torch.T
 def build_scaler(enabled: bool, device: torch.device) -> torch.amp.GradScaler:
     """fp16 dynamic loss scaling with one inf/nan decision for the whole model.
 
-    On several ranks torch's ShardedGradScaler all-reduces the found-inf flags of every shard in `unscale_`,
-    so an overflow in any rank's shard makes every rank skip the step and back off the scale by the same
-    factor; the plain GradScaler would check only the local shard.
+    On several ranks torch's ShardedGradScaler all-reduces the found-inf flags in `unscale_` (one scalar
+    all-reduce per step), so an overflow in any rank's gradients makes every rank skip the step and back off
+    the scale by the same factor, whatever the sharding. (torch 2.14's DTensor also max-reduces the flag of
+    FSDP2 shards by itself; the plain GradScaler alone would trust each rank's local check for plain tensors.)
     """
     import torch.distributed as dist
 

@@ -60,8 +60,10 @@ def test_two_processes_give_the_one_process_gradients(workspace, one_process, tm
     spec = {"config": str(config), "out": str(tmp_path / "two.pt"), "runs": {
         **{name: {"overrides": [*ONE_STEP, f"save_folder={root}/grad2-{name}", *extra]} for name, extra in runs.items()},
         "clipped": {"overrides": [*CLIPPED, f"save_folder={root}/grad2-clipped", "device_train_microbatch_size=4"]},
-        "fp16": {"overrides": [f"save_folder={root}/grad2-fp16", "max_duration=2ba", "save_interval=0",
-                               "autoresume=false", "device_train_microbatch_size=4"], "fp16_poison_rank": 1},
+        **{f"fp16-{strategy}": {"overrides": [f"save_folder={root}/grad2-fp16-{strategy}", "max_duration=2ba",
+                                               "save_interval=0", "autoresume=false", "device_train_microbatch_size=4",
+                                               f"fsdp_config.sharding_strategy={strategy}"], "fp16_poison_rank": 1}
+           for strategy in ("FULL_SHARD", "NO_SHARD")},
     }}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -82,7 +84,10 @@ def test_two_processes_give_the_one_process_gradients(workspace, one_process, tm
     assert abs(_norm(clipped) - 0.01) < 1e-6
     factor = 0.01 / (_norm(true["grads"]) + 1e-6)
     assert _max_diff({k: v * factor for k, v in true["grads"].items()}, clipped) < 1e-8
-    # fp16 scaling: an inf in rank 1's shard at step 1 makes both ranks skip step 1 and halve the scale
-    fp16 = two["fp16"]
-    assert fp16["stepped"] == [[2], [2]]
-    assert fp16["scales"] == [[2.0**15, 2.0**15], [2.0**15, 2.0**15]]
+    # fp16 scaling: an inf in rank 1's gradients (after the reduction) at step 1 makes both ranks skip step 1 and
+    # halve the scale. Under FULL_SHARD torch's DTensor already max-reduces the found-inf flag; under NO_SHARD
+    # only ShardedGradScaler's all-reduce makes rank 0 (whose gradients are finite) skip too.
+    for strategy in ("FULL_SHARD", "NO_SHARD"):
+        fp16 = two[f"fp16-{strategy}"]
+        assert fp16["stepped"] == [[2], [2]], strategy
+        assert fp16["scales"] == [[2.0**15, 2.0**15], [2.0**15, 2.0**15]], strategy
