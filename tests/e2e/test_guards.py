@@ -90,3 +90,34 @@ def test_dropout_run_resumed_from_a_checkpoint_equals_the_uninterrupted_run(work
     a, b = weights(straight), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)  # bitwise
     assert losses(resumed) == {s: v for s, v in losses(straight).items() if s > 2}
+
+
+def test_skipping_batches_lands_where_an_uninterrupted_iteration_would(workspace):  # noqa: F811
+    """StepBatches.skip (rollback's data skip), also across an epoch boundary (34 steps per epoch) with shuffling."""
+    from dataclasses import replace
+
+    from llmfoundry.config import load_typed
+    from llmfoundry.config.schema import TrainConfig
+    from llmfoundry.train.loop import Trainer
+
+    root, config = workspace
+    cfg, loaded = load_typed(TrainConfig, config, [f"save_folder={root}/skip", "eval_loader=null"])
+    data = Trainer(cfg, loaded).data
+    assert data.steps_per_epoch == 34
+    positions, firsts = [], []
+    for batch in _steps(data, 40):
+        positions.append(replace(data.position))
+        firsts.append(batch[0]["input_ids"][0])
+    for done, skipped in [(5, 1), (30, 6), (33, 3), (34, 2)]:
+        data.position.epoch = positions[done - 1].epoch
+        data.position.samples_in_epoch = positions[done - 1].samples_in_epoch
+        data.skip(skipped)
+        batch = next(iter(data))
+        assert torch.equal(batch[0]["input_ids"][0], firsts[done + skipped]), (done, skipped)
+
+
+def _steps(data, n):
+    for i, batch in enumerate(data):
+        if i == n:
+            return
+        yield batch
