@@ -58,7 +58,8 @@ def test_two_processes_give_the_one_process_gradients(workspace, one_process, tm
         "NO_SHARD": ["fsdp_config.sharding_strategy=NO_SHARD", "device_train_microbatch_size=4"],
     }
     spec = {"config": str(config), "out": str(tmp_path / "two.pt"), "runs": {
-        **{name: {"overrides": [*ONE_STEP, f"save_folder={root}/grad2-{name}", *extra]} for name, extra in runs.items()},
+        **{name: {"overrides": [*ONE_STEP, f"save_folder={root}/grad2-{name}", *extra]}
+           for name, extra in runs.items()},
         "clipped": {"overrides": [*CLIPPED, f"save_folder={root}/grad2-clipped", "device_train_microbatch_size=4"]},
         **{f"fp16-{strategy}": {"overrides": [f"save_folder={root}/grad2-fp16-{strategy}", "max_duration=2ba",
                                                "save_interval=0", "autoresume=false", "device_train_microbatch_size=4",
