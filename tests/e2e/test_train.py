@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from llmfoundry.checkpoint.reader import load_model_from_checkpoint
-from tests.conftest import REPO, run_cli, toy_corpus
+from tests.conftest import REPO, _free_port, run_cli, toy_corpus
 
 TINY = """
 base: {base}
@@ -106,7 +106,7 @@ def test_two_processes_match_one_and_checkpoint_reshards(workspace):
     train_in_process(config, f"save_folder={one}", "max_duration=5ba", "save_interval=0", "optimizer.lr=0.001")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", "-m",
          "llmfoundry.cli", "train", str(config), f"save_folder={two}", "max_duration=5ba", "save_interval=0",
          "device_train_microbatch_size=4", "optimizer.lr=0.001"],
         env=env, capture_output=True, text=True, timeout=600)
