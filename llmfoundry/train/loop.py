@@ -4,9 +4,10 @@ Build the model on the meta device, materialize and initialize it identically on
 activation checkpointing / compile / FSDP2 from outside, then loop: each optimizer step runs
 `accumulation` microbatches; the loss is the summed token cross-entropy divided by the number of
 target tokens of the whole global batch (so the result does not depend on how the batch is split across
-microbatches or ranks), gradients are synchronized only on the last microbatch, and the host reads values
-back only at log steps. Everything needed to continue exactly (model, optimizer, step, data position, RNG)
-goes into each checkpoint.
+microbatches or ranks), gradients are synchronized only on the last microbatch and summed over ranks, and
+the host reads values back only at log steps and saves. A checkpoint is written only after its weights pass
+the finite checks (and the spike guard, when on). Everything needed to continue exactly (model, optimizer,
+step, data position, RNG) goes into each checkpoint.
 """
 
 from __future__ import annotations
