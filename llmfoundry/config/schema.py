@@ -217,7 +217,38 @@ class GradientClippingConfig:
     clipping_type: Literal["norm"] = "norm"
     """Clip the global gradient norm."""
     clipping_threshold: float = 1.0
-    """Maximum global gradient norm."""
+    """Maximum global gradient norm (all ranks' shards together; the pre-clip norm is logged as `grad_norm`)."""
+
+    def __post_init__(self) -> None:
+        if not self.clipping_threshold > 0:
+            raise UserError(f"clipping_threshold: must be positive, got {self.clipping_threshold}")
+
+
+@dataclass
+class SpikeGuardConfig:
+    """A loss-spike guard: step t is a spike when its loss is not finite, or when at least `window` steps have
+    been checked since the run (re)started and loss_t > factor x the mean loss of the previous `window`
+    non-spike steps. Losses stay on the device and are checked at each log step and before each save (no extra
+    host sync), so a spike is found at the latest `console_log_interval` steps later and no checkpoint after it
+    is ever saved."""
+
+    window: int = 20
+    """Steps of loss history the mean is taken over (also the number of steps before the guard arms)."""
+    factor: float = 2.0
+    """A step's loss above this multiple of the running mean is a spike (must be > 1)."""
+    action: Literal["stop", "rollback"] = "rollback"
+    """stop: end the run with a one-line message. rollback: reload the last saved checkpoint (step c), skip the
+    batches of steps c+1..t (the window that led to the spike) and continue; counted as `spike/rollbacks`."""
+    max_rollbacks: int = 3
+    """Stop instead of rolling back once this many rollbacks have happened in this process."""
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise UserError(f"window: must be at least 1 step, got {self.window}")
+        if not self.factor > 1:
+            raise UserError(f"factor: must be greater than 1, got {self.factor}")
+        if self.max_rollbacks < 0:
+            raise UserError(f"max_rollbacks: must be 0 or more, got {self.max_rollbacks}")
 
 
 @dataclass
@@ -358,6 +389,9 @@ class TrainConfig:
     """How often metrics are logged (console and metrics.jsonl)."""
     skip_nan_batches: bool = False
     """Skip a batch whose loss is NaN/inf instead of stopping the run."""
+    spike_guard: SpikeGuardConfig | None = None
+    """Loss-spike guard (off by default): stop, or roll back to the last checkpoint and skip the batches that led
+    to a spike, when a step's loss exceeds `factor` x the running mean of the last `window` steps."""
     dist_timeout: float = 600.0
     """Seconds a collective waits for the other ranks before it fails (then torchrun restarts the group, or the run
     stops naming the rank that died or stalled). Also sets the heartbeat period: dist_timeout/4, at most 30 s."""

@@ -160,7 +160,18 @@ class StepBatches:
     def global_batch(self) -> int:
         return self.microbatch * self.accumulation * self.world_size
 
-    def _loader(self) -> Any:
+    def skip(self, steps: int) -> None:
+        """Move the position `steps` global batches ahead (spike_guard skips the batches that led to a spike)."""
+        done = self.position.samples_in_epoch // self.global_batch + steps
+        self.position.epoch += done // self.steps_per_epoch
+        self.position.samples_in_epoch = done % self.steps_per_epoch * self.global_batch
+
+    def _loader(self, epoch: int) -> Any:
+        """A DataLoader over this epoch; its own generator keeps it from drawing on the global torch RNG.
+
+        Each DataLoader iterator draws a base seed for its workers; from the global stream, that draw would
+        shift dropout after every resume (the loader is re-created there but not in an uninterrupted run).
+        """
         from torch.utils.data import DataLoader
 
         kwargs: dict[str, Any] = {}
@@ -168,11 +179,16 @@ class StepBatches:
             kwargs = {"prefetch_factor": self.cfg.prefetch_factor, "persistent_workers": self.cfg.persistent_workers}
         return DataLoader(self.dataset, batch_size=self.microbatch, collate_fn=self.collate,
                           num_workers=self.cfg.num_workers, pin_memory=self.cfg.pin_memory and torch.cuda.is_available(),
-                          drop_last=True, timeout=self.cfg.timeout, **kwargs)
+                          drop_last=True, timeout=self.cfg.timeout, generator=torch.Generator().manual_seed(epoch),
+                          **kwargs)
 
     def __iter__(self) -> Iterator[list[dict[str, torch.Tensor]]]:
         while True:
             pos = self.position
+            if hasattr(self.dataset, "next_epoch"):
+                # A StreamingDataset ignores a resume state older than its own epoch counter, which a restart
+                # inside this process (spike_guard's rollback) would otherwise leave ahead of the position.
+                self.dataset.next_epoch = pos.epoch
             self.dataset.load_state_dict({
                 "epoch": pos.epoch, "sample_in_epoch": pos.samples_in_epoch,
                 "num_canonical_nodes": getattr(self.cfg.dataset, "num_canonical_nodes", None) or 1,
@@ -180,7 +196,7 @@ class StepBatches:
             })
             step_in_epoch = pos.samples_in_epoch // self.global_batch
             pending: list[dict[str, torch.Tensor]] = []
-            for micro in self._loader():
+            for micro in self._loader(pos.epoch):
                 pending.append(micro)
                 if len(pending) == self.accumulation:
                     step_in_epoch += 1

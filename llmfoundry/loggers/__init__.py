@@ -106,9 +106,9 @@ class MetricLoggers:
                 sink.finish()
 
 
-_CONSOLE = {"loss/train": "loss", "loss/val": "val_loss", "perplexity/val": "val_ppl", "lr": "lr",
-            "tokens": "tokens", "throughput/tokens_per_sec": "tok/s", "throughput/mfu": "mfu",
-            "time/remaining_s": "eta_s"}
+_CONSOLE = {"loss/train": "loss", "grad_norm": "grad_norm", "loss/val": "val_loss", "perplexity/val": "val_ppl",
+            "lr": "lr", "tokens": "tokens", "throughput/tokens_per_sec": "tok/s", "throughput/mfu": "mfu",
+            "time/remaining_s": "eta_s", "spike/rollbacks": "rollbacks"}
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

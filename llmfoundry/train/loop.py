@@ -4,9 +4,10 @@ Build the model on the meta device, materialize and initialize it identically on
 activation checkpointing / compile / FSDP2 from outside, then loop: each optimizer step runs
 `accumulation` microbatches; the loss is the summed token cross-entropy divided by the number of
 target tokens of the whole global batch (so the result does not depend on how the batch is split across
-microbatches or ranks), gradients are synchronized only on the last microbatch, and the host reads values
-back only at log steps. Everything needed to continue exactly (model, optimizer, step, data position, RNG)
-goes into each checkpoint.
+microbatches or ranks), gradients are synchronized only on the last microbatch and summed over ranks, and
+the host reads values back only at log steps and saves. A checkpoint is written only after its weights pass
+the finite checks (and the spike guard, when on). Everything needed to continue exactly (model, optimizer,
+step, data position, RNG) goes into each checkpoint.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import gc
 import math
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,11 @@ from llmfoundry.data.text import DataPosition, StepBatches
 from llmfoundry.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, restart_count, shutdown
 from llmfoundry.errors import UserError
 from llmfoundry.models import build_model
+from llmfoundry.train.grads import build_scaler, clip_to_norm, global_grad_norm
 from llmfoundry.train.guard import RunGuard, one_line
 from llmfoundry.train.optim import build_optimizer
 from llmfoundry.train.schedule import lr_multiplier, steps_for
+from llmfoundry.train.spike import Spike, SpikeGuard
 
 # Dense bf16 peak FLOP/s for MFU; unknown devices (CPUs) report no MFU rather than a made-up one.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12}
@@ -94,6 +97,20 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+@dataclass
+class StepResult:
+    """What one optimizer step leaves for logging and the guards, as device tensors read only when needed."""
+
+    loss_sum: torch.Tensor  # summed token losses of the global batch
+    count: torch.Tensor  # target tokens of the global batch
+    grad_norm: torch.Tensor  # global pre-clip gradient norm (not finite when fp16 scaling skipped the step)
+    probe: dict[str, torch.Tensor]  # this rank's first microbatch, to test the new weights before a save
+
+    @property
+    def loss(self) -> torch.Tensor:
+        return self.loss_sum / self.count.clamp(min=1)
+
+
 class Trainer:
     """Holds the parts of one run; `fit()` trains to max_duration."""
 
@@ -146,7 +163,8 @@ class Trainer:
         self.schedule = lr_multiplier(cfg.scheduler, self.max_steps, self._steps)
         self.step, self.tokens, self.samples = 0, 0, 0
         self.icl_tasks, self.gauntlet = self._icl(loaded)
-        self.scaler = torch.amp.GradScaler(enabled=cfg.precision == "amp_fp16")
+        self.scaler = build_scaler(cfg.precision == "amp_fp16", self.dist.device)
+        self.spikes = SpikeGuard(cfg.spike_guard) if cfg.spike_guard is not None else None
 
     # -- building ---------------------------------------------------------------------------------------
     def _build_model(self) -> nn.Module:
@@ -322,18 +340,28 @@ class Trainer:
         self.model.train()
         batches = iter(self.data)
         while self.step < self.max_steps:
-            loss_sum, count = self._train_step(next(batches))
+            result = self._train_step(next(batches))
             self.step += 1
             self.samples += self.global_batch
             step_tokens = self.global_batch * self.seq_len
             self.tokens += step_tokens
             window_tokens += step_tokens
             is_last = self.step == self.max_steps
-            if self.step % log_every == 0 or is_last:
-                loss = self._check_finite(loss_sum, count)
+            is_log = self.step % log_every == 0 or is_last
+            is_save = bool(save_every and self.step % save_every == 0) or is_last
+            if self.spikes is not None:
+                self.spikes.record(self.step, result.loss)
+                spike = self.spikes.first_spike() if is_log or is_save else None
+                if spike is not None:
+                    self._roll_back(spike)  # or stop
+                    batches = iter(self.data)
+                    continue
+            if is_log:
+                loss, grad_norm = self._check_finite(result)
                 elapsed = time.perf_counter() - window_start
                 rate = window_tokens / elapsed
-                metrics = {"loss/train": loss, "lr": self.optimizer.param_groups[0]["lr"], "tokens": self.tokens,
+                metrics = {"loss/train": loss, "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"],
+                           "tokens": self.tokens,
                            "samples": self.samples, "epoch": self.position.epoch,
                            "throughput/tokens_per_sec": rate,
                            "throughput/samples_per_sec": rate / self.seq_len,
@@ -341,6 +369,8 @@ class Trainer:
                            "trainer/device_train_microbatch_size": self.micro}
                 if peak:
                     metrics["throughput/mfu"] = flops_per_token * rate / (peak * dist.world_size)
+                if self.spikes is not None:
+                    metrics["spike/rollbacks"] = self.spikes.rollbacks
                 metrics.update(_memory())
                 last = metrics
                 self._log(log, metrics)
@@ -348,13 +378,13 @@ class Trainer:
             if eval_every and (self.step % eval_every == 0 or is_last):
                 last.update(self._evaluate())
                 self._log(log, last)
-            if (save_every and self.step % save_every == 0) or is_last:
-                self._check_finite(loss_sum, count)  # never write NaN weights over the last good checkpoint
+            if is_save:
+                self._check_publishable(result)  # never let `latest` move to weights that give NaN
                 save_checkpoint(self.ckpt_dir, self.step, self._state(), self.config_yaml, is_main=dist.is_main,
                                 keep=cfg.save_num_checkpoints_to_keep)
             self.guard.heartbeat.step = self.step
             if not is_last and self.guard.preemption.should_stop():
-                self._stop_for_preemption(saved=bool(save_every) and self.step % save_every == 0, loss=(loss_sum, count))
+                self._stop_for_preemption(saved=is_save, result=result)
                 break
         if log is not None:
             if not self.preempted:
@@ -362,10 +392,10 @@ class Trainer:
             log.close()
         return last
 
-    def _stop_for_preemption(self, saved: bool, loss: tuple[torch.Tensor, torch.Tensor]) -> None:
+    def _stop_for_preemption(self, saved: bool, result: StepResult) -> None:
         """All ranks agreed to stop after this step: checkpoint it (unless just done) and say how to continue."""
         if not saved:
-            self._check_finite(*loss)
+            self._check_publishable(result)
             save_checkpoint(self.ckpt_dir, self.step, self._state(), self.config_yaml, is_main=self.dist.is_main,
                             keep=self.cfg.save_num_checkpoints_to_keep)
         self.preempted = True
@@ -374,14 +404,61 @@ class Trainer:
             self.log.message(f"preempted (SIGTERM): stopped after step {self.step} of {self.max_steps} with checkpoint "
                              f"{self.ckpt_dir / checkpoint_name(self.step)}; {how} continues from there")
 
-    def _check_finite(self, loss_sum: torch.Tensor, count: torch.Tensor) -> float:
-        loss = (loss_sum / count.clamp(min=1)).item()
+    def _check_finite(self, result: StepResult) -> tuple[float, float]:
+        """The step's loss and pre-clip gradient norm (one host sync, at log steps); stop on a non-finite loss."""
+        loss, grad_norm = torch.stack([result.loss, result.grad_norm.to(result.loss)]).tolist()
         if not math.isfinite(loss):
             raise UserError(f"step {self.step}: loss is {loss}; stopping (the last good checkpoint is kept). "
                             "Lower the learning rate or set skip_nan_batches: true")
-        return loss
+        return loss, grad_norm
 
-    def _train_step(self, micros: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check_publishable(self, result: StepResult) -> None:
+        """Refuse to save weights that are not finite or that give a non-finite loss, whatever the step's loss was.
+
+        A step with a finite loss and gradient norm can still leave weights of 1e10 that give NaN on every
+        batch (optimizer.lr=1e10): so the new weights are also run forward (eval mode: no dropout, no random
+        draws) on this step's first microbatch. Costs one forward and one host sync per save.
+        """
+        self.model.eval()
+        with torch.no_grad(), _autocast(self.cfg, self.dist.device):
+            probe = self.model(**result.probe).float()
+        self.model.train()
+        bad_weights = sum((~torch.isfinite(_local(p)).all()).float() for p in self.model.parameters())
+        local = all_reduce_sum(torch.stack([probe, bad_weights.to(probe)]))
+        grad_norm = result.grad_norm.to(probe) if not self.scaler.is_enabled() else torch.zeros_like(probe)
+        loss, norm, probe_loss, bad = torch.cat([torch.stack([result.loss, grad_norm]), local]).tolist()
+        problem = ("its loss is not finite" if not math.isfinite(loss) else
+                   "its gradient norm is not finite" if not math.isfinite(norm) else
+                   "its weights are not finite" if bad else
+                   "its weights give a non-finite loss on its own batch" if not math.isfinite(probe_loss) else None)
+        if problem is not None:
+            good = latest_checkpoint(self.ckpt_dir)
+            kept = f"{good.name} stays the last good checkpoint" if good else "no checkpoint was saved"
+            raise UserError(f"step {self.step}: {problem}; not saving it ({kept}). Lower the learning rate "
+                            "or set spike_guard")
+
+    def _roll_back(self, spike: Spike) -> None:
+        """spike_guard: stop, or reload the last checkpoint (step c) and skip the batches of steps c+1..spike.step."""
+        assert self.spikes is not None
+        guard = self.spikes.cfg
+        what = (f"loss {spike.loss:.4g} is more than {guard.factor} x the mean {spike.mean:.4g} of the previous "
+                f"{guard.window} steps" if spike.mean is not None else f"loss is {spike.loss}")
+        good = latest_checkpoint(self.ckpt_dir)
+        if guard.action == "stop" or good is None or self.spikes.rollbacks >= guard.max_rollbacks:
+            why = ("" if guard.action == "stop" else "; no checkpoint to roll back to yet" if good is None
+                   else f"; {self.spikes.rollbacks} rollbacks already (spike_guard.max_rollbacks)")
+            kept = f" ({good.name} is the last good checkpoint)" if good else ""
+            raise UserError(f"step {spike.step}: {what} (spike_guard){why}; stopping{kept}")
+        self._restore(good, weights_only=False)
+        skipped = spike.step - self.step
+        self.data.skip(skipped)
+        self.spikes.rollbacks += 1
+        if self.log is not None:
+            self.log.message(f"step {spike.step}: {what}; rolled back to {good.name} and skipped the batches of steps "
+                             f"{self.step + 1}-{spike.step} ({skipped * self.global_batch} samples; rollback "
+                             f"{self.spikes.rollbacks} of at most {guard.max_rollbacks})")
+
+    def _train_step(self, micros: list[dict[str, torch.Tensor]]) -> StepResult:
         device = self.dist.device
         micros = [{k: v.to(device, non_blocking=True) for k, v in m.items()} for m in micros]
         if self.auto_micro:
@@ -390,17 +467,20 @@ class Trainer:
             loss_sum, count = self._forward_backward(micros)
         if self.cfg.skip_nan_batches and not bool(torch.isfinite(loss_sum)):
             self.optimizer.zero_grad(set_to_none=True)
-            return torch.zeros((), device=device), torch.ones((), device=device)
-        self.scaler.unscale_(self.optimizer)
+            zero = torch.zeros((), device=device)
+            return StepResult(zero, torch.ones((), device=device), zero, micros[0])
+        self.scaler.unscale_(self.optimizer)  # one all-reduced inf check over every shard (grads.build_scaler)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = global_grad_norm(params)
         clip = self.cfg.algorithms.gradient_clipping
         if clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip.clipping_threshold, foreach=True)
+            clip_to_norm(params, clip.clipping_threshold, grad_norm)
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * self.schedule(self.step)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum, count
+        return StepResult(loss_sum, count, grad_norm, micros[0])
 
     def _fitting_forward_backward(self, micros: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         """`device_train_microbatch_size: auto`: halve the microbatch after an out-of-memory error and redo the step.
@@ -517,6 +597,12 @@ def _load_hf_weights(model: nn.Module, directory: str) -> None:
         raise UserError(f"model.load_hf: {directory} does not have this model's shape (first mismatch: {wrong[0]})")
     with torch.no_grad():
         model.load_state_dict({k: v.to(ours[k].device) for k, v in state.items()})
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    from torch.distributed.tensor import DTensor
+
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
