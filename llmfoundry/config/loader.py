@@ -2,8 +2,8 @@
 
 Layering order (later wins): each file named in `base:` (recursively, relative to the file naming it),
 then the file itself, then `key=value` overrides from the command line. `${variables.x}`, any other
-`${a.b}` and `${oc.env:VAR,default}` are resolved once at the end; `variables:` is then dropped, as in
-LLM Foundry. Every layer is kept so a problem can name the file that set the offending key.
+`${a.b}`, `${oc.env:VAR,default}` and `${asset:NAME}` (a tokenizer or benchmark folder that `make install`
+provides, see llmfoundry/assets) are resolved once at the end; `variables:` is then dropped, as in LLM Foundry. Every layer is kept so a problem can name the file that set the offending key.
 """
 
 from __future__ import annotations
@@ -17,11 +17,14 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from llmfoundry.assets import asset_path
 from llmfoundry.errors import UserError
 
 BASE_KEY = "base"
 VARIABLES_KEY = "variables"
 COMMAND_LINE = "command line"
+
+OmegaConf.register_resolver("asset", asset_path, replace=True)
 
 
 @dataclass
@@ -59,12 +62,21 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> LoadedC
         data = OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or ""
-        message = str(err).splitlines()[0]
+        cause = _user_error_behind(err)
+        message = str(cause) if cause is not None else str(err).splitlines()[0]
         raise UserError(f"{loaded.origin(key)}: {key or '<root>'}: cannot resolve: {message}") from None
     assert isinstance(data, dict)
     data.pop(VARIABLES_KEY, None)
     loaded.data = data
     return loaded
+
+
+def _user_error_behind(err: BaseException) -> UserError | None:
+    """A UserError raised by one of our resolvers (OmegaConf re-raises it wrapped, more than once)."""
+    seen: BaseException | None = err
+    while seen is not None and not isinstance(seen, UserError):
+        seen = seen.__cause__ or seen.__context__
+    return seen
 
 
 def _read_layers(path: Path, layers: list[tuple[str, DictConfig]], stack: list[Path]) -> None:

@@ -16,6 +16,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from llmfoundry.assets import asset_path
+
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,8 +28,8 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=5000, help="PubMed abstracts to convert")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-seq-len", type=int, default=2048)
-    parser.add_argument("--tokenizer", default=str(REPO.parent / "shared" / "tokenizers" / "gpt2"))
-    parser.add_argument("--pubmed", default=str(REPO / ".venv" / "data-packages" / "data" / "pubmed20n0014.xml.gz"))
+    parser.add_argument("--tokenizer", default=str(Path(asset_path("gpt2"))))
+    parser.add_argument("--pubmed", default=str(Path(asset_path("pubmed")) / "pubmed20n0014.xml.gz"))
     args = parser.parse_args()
 
     from streaming import MDSWriter

@@ -1,6 +1,6 @@
 """Benchmark: `foundry eval` vs EleutherAI lm-eval 0.4.13 on the same model, items and prompts.
 
-Both score the first N items of piqa, arc_easy, winogrande and lambada_openai (../shared/icl) with the same
+Both score the first N items of piqa, arc_easy, winogrande and lambada_openai (the `icl` asset) with the same
 local model directory, on CPU, in one run. lm-eval lives in its own venv (.venv-lmeval: it needs
 transformers 5, which our pins exclude); this script creates it if it is missing (`pip install torch==2.13.0 lm-eval[hf]==0.4.13`, CPU torch).
 Its tasks are written as local yaml (dataset_path: json) with prompts equal to ours, so the accuracies must
@@ -19,8 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from llmfoundry.assets import asset_path
+
 REPO = Path(__file__).resolve().parents[2]
-ICL = REPO.parent / "shared" / "icl"
+ICL = Path(asset_path("icl"))
 LMEVAL = REPO / ".venv-lmeval"
 
 # label, type, our continuation_delimiter, lm-eval doc_to_text, lm-eval metric names
@@ -73,7 +75,7 @@ def tiny_model(out: Path) -> Path:
 
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config(n_embd=128, n_head=4, n_layer=2, n_positions=1024)).save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(REPO.parent / "shared" / "tokenizers" / "gpt2")).save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(Path(asset_path("gpt2")))).save_pretrained(out)
     return out
 
 

@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from llmfoundry.assets import asset_path
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
@@ -84,7 +86,7 @@ def main() -> None:
         write_titles(root / "data", args.examples, 0)
         config = root / "bench.yaml"
         config.write_text(YAML.format(d_model=args.d_model, layers=args.layers, seq=args.seq, steps=args.steps,
-                                      batch=args.batch, tok=REPO.parent / "shared" / "tokenizers" / "gpt2",
+                                      batch=args.batch, tok=Path(asset_path("gpt2")),
                                       data=root / "data", precision="amp_bf16" if torch.cuda.is_available() else "fp32"))
         results = {name: run(config, root, name, extra) for name, extra in VARIANTS.items()}
     memory = "peak GPU memory allocated" if torch.cuda.is_available() else "peak RSS"

@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from llmfoundry.assets import asset_path
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -40,8 +42,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="foundry-mfu-") as tmp:
         root = Path(tmp)
         data = root / "data"
-        tok = REPO.parent / "shared" / "tokenizers" / "gpt2"
-        pubmed = REPO / ".venv" / "data-packages" / "data" / "pubmed20n0014.xml.gz"
+        tok = Path(asset_path("gpt2"))
+        pubmed = Path(asset_path("pubmed")) / "pubmed20n0014.xml.gz"
         subprocess.run([sys.executable, "-m", "llmfoundry.cli", "convert-dataset", str(pubmed), "-o", str(data),
                         "-t", str(tok), "--max-seq-len", str(args.seq), "--max-docs", str(args.docs),
                         "--val-fraction", "0"], check=True, capture_output=True)

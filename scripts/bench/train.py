@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from llmfoundry.assets import asset_path
+
 REPO = Path(__file__).resolve().parents[2]
 START = time.perf_counter()
 
@@ -43,9 +45,9 @@ autoresume: false
 def prepare(root: Path, docs: int, seq: int) -> tuple[Path, Path]:
     from llmfoundry.data.convert import convert_dataset
 
-    tok = REPO.parent / "shared" / "tokenizers" / "gpt2"
+    tok = Path(asset_path("gpt2"))
     data = root / "data"
-    pubmed = REPO / ".venv" / "data-packages" / "data" / "pubmed20n0014.xml.gz"
+    pubmed = Path(asset_path("pubmed")) / "pubmed20n0014.xml.gz"
     convert_dataset([str(pubmed)], str(data), tokenizer=str(tok), max_seq_len=seq, max_docs=docs, progress=False)
     return data, tok
 

