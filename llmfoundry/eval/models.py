@@ -80,7 +80,13 @@ def spec_of(entry: EvalModel, key: str, origin: Any) -> Any:
     from llmfoundry.models import ModelConfig
 
     raw = dict(entry.model)
-    if raw.get("name", "hf_causal_lm") == "hf_causal_lm" and "load_path" not in raw:
+    name = raw.get("name", "hf_causal_lm")
+    if name in ("openai_chat", "openai_causal_lm"):
+        raise UserError(f"{key}.name: {name} is an API model; it is not supported here (no network at run time)")
+    ffn = (raw.get("ffn_config") or {}).get("ffn_type")
+    if ffn in ("torch_dmoe", "mb_dmoe"):
+        raise UserError(f"{key}.ffn_config.ffn_type: {ffn} (mixture of experts) is not supported")
+    if name == "hf_causal_lm" and "load_path" not in raw:
         return build(HFEvalModel, raw, key=key, origin=origin)
     if set(raw) == {"load_path"} or (set(raw) == {"name", "load_path"}):
         return str(raw["load_path"])
