@@ -43,8 +43,10 @@ bench-model:
 bench-train:
 	$(PY) scripts/bench/train.py
 
-bench-eval:
+bench-eval:  # lm-eval (.venv-lmeval) and LLM Foundry 0.22 (.venv-foundry) as peers, then generation with/without KV cache
 	$(PY) scripts/bench/eval.py
+	$(PY) scripts/bench/eval_foundry.py
+	$(PY) scripts/bench/eval_generation.py
 
 bench-finetune:
 	$(PY) scripts/bench/finetune.py

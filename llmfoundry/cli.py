@@ -226,13 +226,24 @@ def tokenizer_train(
 def eval_(
     config: Path = CONFIG_ARG,
     overrides: Optional[list[str]] = OVERRIDES_ARG,
+    print_config: bool = typer.Option(False, "--print-config", help="Print the fully resolved config and exit."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Score at most N items per task (and category): a quick look."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on an item that does not fit the window instead of skipping and counting it."),
 ) -> None:
-    """Score models on in-context-learning tasks (and a gauntlet); print tables, save results.json/csv."""
+    """Score models on in-context-learning tasks (and a gauntlet); print tables, save results.json/csv.
+
+    Examples: `foundry eval yamls/eval/core.yaml variables.model_dir=hf-out --limit 50`;
+    LLM Foundry's own yamls: `foundry eval tasks_v0.3-eval.yaml icl_subset_num_batches=2`.
+    """
 
     def go() -> None:
-        from llmfoundry.eval.run import evaluate
+        from llmfoundry.eval.run import evaluate, prepare
 
-        evaluate(config, overrides or [])
+        if print_config:
+            _, loaded, _, _, _ = prepare(config, overrides or [])
+            typer.echo(loaded.to_yaml(), nl=False)
+            return
+        evaluate(config, overrides or [], limit=limit, strict=strict)
 
     run_user_code(go)
 

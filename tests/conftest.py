@@ -18,7 +18,7 @@ import pytest
 from llmfoundry.assets import ASSETS, data_dir
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("FOUNDRY_SHARED", REPO.parent / "shared"))  # ../shared, or where FOUNDRY_SHARED says
 DATA_PACKAGES = data_dir()
 MISSING_ASSET = "not installed: run `make install`"  # the skip reason .ci/bare_clone.sh counts as a failure
 NO_FOUNDRY_FILES = "LLM Foundry's own files (../shared/foundry-v0.21) are not beside this checkout"

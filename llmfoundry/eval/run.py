@@ -1,46 +1,21 @@
-"""`foundry eval`: score models on ICL tasks and a gauntlet; print a table, write results.json and .csv."""
+"""`foundry eval`: score models on ICL tasks and a gauntlet; print tables, write results.json and .csv."""
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from llmfoundry.config.schema import TokenizerConfig
 from llmfoundry.errors import UserError
 from llmfoundry.eval.gauntlet import GauntletConfig, gauntlet_scores
+from llmfoundry.eval.icl import TaskResult
+from llmfoundry.eval.models import EvalModel
 from llmfoundry.eval.tasks import ICLTaskConfig, load_items
-
-
-@dataclass
-class EvalModelSpec:
-    name: str = "hf_causal_lm"
-    """hf_causal_lm (a local Hugging Face dir) or foundry (a run or checkpoint folder)."""
-    pretrained_model_name_or_path: str | None = None
-    """A local Hugging Face model directory (hf_causal_lm)."""
-    load_path: str | None = None
-    """A foundry run folder or checkpoint folder."""
-    trust_remote_code: bool = False
-    """Allow a modeling file shipped in the model directory."""
-
-    def __post_init__(self) -> None:
-        if (self.pretrained_model_name_or_path is None) == (self.load_path is None):
-            raise UserError("model: set exactly one of pretrained_model_name_or_path (a Hugging Face dir) "
-                            "or load_path (a foundry run/checkpoint)")
-
-
-@dataclass
-class EvalModel:
-    model_name: str
-    """Name of the model in result tables."""
-    model: EvalModelSpec
-    """Where the weights are."""
-    tokenizer: TokenizerConfig | None = None
-    """Tokenizer directory (default: the model directory, or the run's tokenizer)."""
 
 
 @dataclass
@@ -58,9 +33,16 @@ class EvalConfig:
     max_seq_len: int = 1024
     """Context budget; contexts are left-truncated, continuations never cut."""
     seed: int = 17
-    """Global seed."""
+    """Global seed (fresh initializations of models without weights)."""
     save_folder: str | None = None
     """Where results.json and results.csv go (none: console only)."""
+    icl_subset_num_batches: int | None = None
+    """Score only the first this-many batches of each task (per category), as LLM Foundry: a quick look."""
+    fsdp_config: dict[str, Any] | None = None
+    """LLM Foundry's sharding block: accepted; evaluation keeps a whole model per process and splits the
+    items across processes instead (a note says so)."""
+    dist_timeout: float = 600.0
+    """Seconds a process waits for the others (process-group timeout)."""
 
 
 def load_section(value: Any, key: str, cls: type, base: Path) -> Any:
@@ -73,28 +55,6 @@ def load_section(value: Any, key: str, cls: type, base: Path) -> Any:
             raise UserError(f"{path}: has no '{key}' key")
         return build(cls, loaded.data[key], key=key, origin=loaded.origin)
     return value
-
-
-def load_model(spec: EvalModel, device: torch.device) -> tuple[Any, Any]:
-    from llmfoundry.data.tokenizer import load_tokenizer
-
-    if spec.model.load_path is not None:
-        from llmfoundry.checkpoint.reader import load_model_from_checkpoint
-
-        model, config = load_model_from_checkpoint(spec.model.load_path)
-        tok_dir = spec.tokenizer.name if spec.tokenizer else (config.get("tokenizer") or {}).get("name")
-    else:
-        from transformers import AutoModelForCausalLM
-
-        path = Path(spec.model.pretrained_model_name_or_path)  # type: ignore[arg-type]
-        if not (path / "config.json").exists():
-            raise UserError(f"{path}: not a local Hugging Face model directory (no config.json)")
-        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True,
-                                                     trust_remote_code=spec.model.trust_remote_code)
-        tok_dir = spec.tokenizer.name if spec.tokenizer else str(path)
-    if tok_dir is None:
-        raise UserError(f"models.{spec.model_name}: no tokenizer; set tokenizer.name")
-    return model.to(device).eval(), load_tokenizer(tok_dir)
 
 
 def model_max_len(model: Any) -> int | None:
@@ -110,47 +70,91 @@ def model_max_len(model: Any) -> int | None:
     return None
 
 
-def evaluate(config_path: str | Path, overrides: list[str] | None = None) -> dict[str, dict[str, float]]:
-    """Run the eval yaml; returns {model_name: metrics}."""
+def prepare(config_path: str | Path, overrides: list[str] | None = None) -> tuple[EvalConfig, Any, list, Any, list]:
+    """Load and validate everything a run needs before any model loads: (cfg, loaded, tasks, gauntlet, specs)."""
     from llmfoundry.config import load_typed
-    from llmfoundry.distributed import init_distributed, shutdown
-    from llmfoundry.eval.icl import evaluate_icl
+    from llmfoundry.eval.models import spec_of
 
-    cfg, _ = load_typed(EvalConfig, config_path, overrides)
+    cfg, loaded = load_typed(EvalConfig, config_path, overrides)
     base = Path(config_path).parent
     tasks: list[ICLTaskConfig] = load_section(cfg.icl_tasks, "icl_tasks", list[ICLTaskConfig], base)
     gauntlet = load_section(cfg.eval_gauntlet, "eval_gauntlet", GauntletConfig, base) if cfg.eval_gauntlet else None
+    specs = [spec_of(m, f"models[{i}].model", loaded.origin) for i, m in enumerate(cfg.models)]
+    return cfg, loaded, tasks, gauntlet, specs
+
+
+def evaluate(config_path: str | Path, overrides: list[str] | None = None, *, limit: int | None = None,
+             strict: bool = False) -> dict[str, dict[str, float]]:
+    """Run the eval yaml; returns {model_name: metrics}. `limit`: at most this many items per task (and category)."""
+    from llmfoundry.distributed import init_distributed, shutdown
+    from llmfoundry.eval.icl import evaluate_icl
+    from llmfoundry.eval.models import load_model
+
+    cfg, _, tasks, gauntlet, specs = prepare(config_path, overrides)
     sizes = {t.label: len(load_items(t)) for t in tasks}  # validates every task file before any model loads
-    dist = init_distributed()
+    headline = {t.label: t.metrics[0] for t in tasks}
+    dist = init_distributed(cfg.dist_timeout)
+    notes: list[str] = []
+    if cfg.fsdp_config is not None:
+        notes.append("fsdp_config: evaluation keeps a whole model per process and splits the items across "
+                     "processes (no sharding)")
     results: dict[str, dict[str, float]] = {}
     try:
-        for spec in cfg.models:
+        for entry, spec in zip(cfg.models, specs):
             torch.manual_seed(cfg.seed)
-            model, tokenizer = load_model(spec, dist.device)
-            limit = model_max_len(model)
-            seq = min(cfg.max_seq_len, limit) if limit else cfg.max_seq_len
-            if dist.is_main and seq < cfg.max_seq_len:
-                print(f"{spec.model_name}: the model accepts {limit} tokens; contexts are truncated to that")
-            metrics = evaluate_icl(model, tokenizer, tasks, batch_size=cfg.device_eval_batch_size,
-                                   max_seq_len=seq, device=dist.device, precision=cfg.precision)
+            model, tokenizer = load_model(entry, spec, dist.device, cfg.seed, notes)
+            limit_len = model_max_len(model)
+            seq = min(cfg.max_seq_len, limit_len) if limit_len else cfg.max_seq_len
+            if seq < cfg.max_seq_len:
+                notes.append(f"{entry.model_name}: the model accepts {limit_len} tokens; windows are that long")
+            _flush(notes, dist.is_main)
+            by_task = evaluate_icl(model, tokenizer, tasks, batch_size=cfg.device_eval_batch_size, max_seq_len=seq,
+                                   device=dist.device, precision=cfg.precision, limit=limit, strict=strict,
+                                   subset_batches=cfg.icl_subset_num_batches)
+            metrics = {k: v for r in by_task.values() for k, v in r.metrics.items()}
             if gauntlet is not None:
-                metrics.update(gauntlet_scores(gauntlet, metrics, sizes))
-            results[spec.model_name] = metrics
+                metrics.update(gauntlet_scores(gauntlet, metrics, sizes, headline, notes))
+            for label, r in by_task.items():
+                metrics.update({f"{label}/{s}-shot/skipped": float(len(v)) for s, v in r.skipped.items()})
+            if dist.is_main:
+                print(summary(entry.model_name, by_task, seq), file=sys.stderr)
+            _flush(notes, dist.is_main)
+            results[entry.model_name] = metrics
         if dist.is_main:
-            print(markdown_table(results))
+            from llmfoundry.eval.tables import foundry_tables, metric_table
+
+            print(metric_table(results))
+            print()
+            print(foundry_tables(results, tasks, gauntlet))
             if cfg.save_folder:
                 write_results(results, Path(cfg.save_folder))
+                print(f"results: {Path(cfg.save_folder) / 'results.json'} and results.csv", file=sys.stderr)
+            else:
+                print("results not saved (set save_folder to write results.json and results.csv)", file=sys.stderr)
     finally:
         shutdown()
     return results
 
 
-def markdown_table(results: dict[str, dict[str, float]]) -> str:
-    names = list(results)
-    keys = sorted({k for m in results.values() for k in m})
-    lines = ["| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
-    for key in keys:
-        lines.append(f"| {key} | " + " | ".join(f"{results[n].get(key, float('nan')):.4f}" for n in names) + " |")
+def _flush(notes: list[str], main: bool) -> None:
+    if main:
+        for line in notes:
+            print(f"note: {line}", file=sys.stderr)
+    notes.clear()
+
+
+def summary(model_name: str, by_task: dict[str, TaskResult], seq: int) -> str:
+    """One line per task and num_fewshot: items scored, skipped (listed) and truncated."""
+    lines = []
+    for label, r in by_task.items():
+        for shots, skipped in r.skipped.items():
+            line = f"{model_name} {label} {shots}-shot: {r.scored[shots]:,} items scored"
+            if skipped:
+                shown = ", ".join(str(i + 1) for i in skipped[:10]) + (", ..." if len(skipped) > 10 else "")
+                line += f", {len(skipped):,} skipped (do not fit the {seq}-token window: items {shown})"
+            if r.truncated[shots]:
+                line += f", {r.truncated[shots]:,} prompts truncated on the left"
+            lines.append(line)
     return "\n".join(lines)
 
 

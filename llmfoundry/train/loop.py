@@ -552,14 +552,14 @@ class Trainer:
             from llmfoundry.eval.icl import evaluate_icl
             from llmfoundry.eval.tasks import load_items
 
-            metrics = evaluate_icl(self.model, self.tokenizer, self.icl_tasks, batch_size=cfg.device_eval_batch_size,
+            results = evaluate_icl(self.model, self.tokenizer, self.icl_tasks, batch_size=cfg.device_eval_batch_size,
                                    max_seq_len=cfg.icl_seq_len or self.seq_len, device=self.dist.device,
                                    precision=cfg.precision, shard=self.dist.world_size == 1)
-            metrics = {f"icl/{k}": v for k, v in metrics.items()}
+            raw = {k: v for r in results.values() for k, v in r.metrics.items()}
+            metrics = {f"icl/{k}": v for k, v in raw.items()}
             if self.gauntlet is not None:
                 sizes = {t.label: len(load_items(t)) for t in self.icl_tasks}
-                raw = {k.removeprefix("icl/"): v for k, v in metrics.items()}
-                metrics.update(gauntlet_scores(self.gauntlet, raw, sizes))
+                metrics.update(gauntlet_scores(self.gauntlet, raw, sizes, {t.label: t.metrics[0] for t in self.icl_tasks}))
         if self.eval_parts is None:
             return metrics
         if self.eval_parts.metrics is not None:
