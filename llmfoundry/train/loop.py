@@ -227,6 +227,11 @@ class Trainer:
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions, get_model_state_dict, set_model_state_dict, set_optimizer_state_dict)
 
+        from llmfoundry.checkpoint.composer import is_composer_checkpoint, load_composer_weights
+
+        if is_composer_checkpoint(path):
+            self.notes += load_composer_weights(self.model, path, weights_only)
+            return
         if weights_only:
             from llmfoundry.train.warm_start import warm_start_keys
 
