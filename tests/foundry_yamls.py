@@ -27,7 +27,7 @@ OUT_OF_SCOPE = {
 # Hub names in the shipped files -> which local stand-in a user would point at.
 TOKENIZERS = {"gpt2": "gpt2", "EleutherAI/gpt-neox-20b": "gpt-neox-20b"}  # others: the neox tokenizer
 MODELS = {"gpt2": "gpt2", "EleutherAI/gpt-neo-125M": "gpt_neo", "facebook/opt-2.7b": "opt",
-          "meta-llama/Meta-Llama-3.1-8B": "llama", "mosaicml/mpt-30b": "mpt", "databricks/dbrx-instruct": "dbrx"}
+          "meta-llama/Meta-Llama-3.1-8B": "llama", "mosaicml/mpt-30b": "mpt", "mosaicml/mpt-7b": "mpt", "databricks/dbrx-instruct": "dbrx"}
 DATASETS = {"HuggingFaceH4/databricks_dolly_15k": "dolly", "mosaicml/dolly_hhrlhf": "prompt_response",
             "mosaicml/instruct-v3": "prompt_response", "json": None}
 
@@ -154,8 +154,8 @@ def make_models(root: Path, shared: Path) -> Path:
 def make_finetune_data(root: Path) -> Path:
     out = root / "finetune"
     rows = [{"prompt": f"Question {i}: what is {i} plus {i}?", "response": f" It is {2 * i}."} for i in range(24)]
-    dolly = [{"instruction": f"Add {i} and {i}.", "context": "" if i % 2 else f"Numbers: {i}.",
-              "response": f"{2 * i}", "category": "math"} for i in range(24)]
+    dolly = [{"instruction": f"Add {i} and {i}.", "input": "" if i % 2 else f"Numbers: {i}.",
+              "output": f"{2 * i}"} for i in range(24)]
     qa = [{"question": r["prompt"], "answer": r["response"]} for r in rows]
     for name, data in (("prompt_response", rows), ("dolly", dolly), ("json_dir", qa), ("streams", rows)):
         (out / name).mkdir(parents=True)

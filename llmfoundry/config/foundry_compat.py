@@ -55,6 +55,10 @@ def translate_train(raw: dict[str, Any], env: Mapping[str, str] | None = None) -
     _run_name(out, raw, env, notes)
     _save_folder(out, env)
     _fsdp(out, notes)
+    model = out.get("model")
+    _out_of_scope(out)
+    if isinstance(model, dict) and model.get("use_auth_token"):
+        notes.append("model.use_auth_token: no-op, nothing is downloaded (models are local directories)")
     dropped = [k for k in FOUNDRY_VARIABLES if k in out]
     for key in dropped:
         del out[key]
@@ -62,6 +66,20 @@ def translate_train(raw: dict[str, Any], env: Mapping[str, str] | None = None) -
         notes.append("ignored top-level " + ", ".join(f"{k} ({FOUNDRY_VARIABLES[k]})" for k in dropped) +
                      ": LLM Foundry reads these as variables")
     return out, notes
+
+
+def _out_of_scope(raw: dict[str, Any]) -> None:
+    """LLM Foundry features we do not have, refused by name rather than as a pile of unknown keys."""
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    ffn = model.get("ffn_config") if isinstance(model.get("ffn_config"), dict) else {}
+    if model.get("name") == "hf_t5":
+        raise UserError("model.name: hf_t5: encoder-decoder models are not supported (decoder-only causal LMs "
+                        "and encoders are; see README's migration table)")
+    if str(ffn.get("ffn_type", "")).endswith(("moe", "dmoe")):
+        raise UserError(f"model.ffn_config.ffn_type: {ffn['ffn_type']}: mixture-of-experts layers are not "
+                        "supported (see README's migration table)")
+    if raw.get("tp_config") is not None:
+        raise UserError("tp_config: tensor parallelism is not supported; FSDP2 sharding (fsdp_config) is")
 
 
 def _run_name(out: dict[str, Any], raw: dict[str, Any], env: Mapping[str, str], notes: list[str]) -> None:

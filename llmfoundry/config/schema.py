@@ -94,6 +94,28 @@ class LoaderConfig(LoaderOptions):
 
 
 @dataclass
+class FinetuneStreamConfig:
+    local: str | None = None
+    """Like the dataset's `local`: a file, a directory of them, or MDS (the cache directory when remote is set)."""
+    remote: str | None = None
+    """s3:// prefix of finetuning MDS (as the dataset's `remote`)."""
+    split: str | None = None
+    """Split of this stream (default: the dataset's)."""
+    proportion: float | None = None
+    """Not supported for finetuning (its streams are read whole, one after another)."""
+    repeat: float | None = None
+    """Not supported for finetuning."""
+    choose: int | None = None
+    """Not supported for finetuning."""
+
+    def __post_init__(self) -> None:
+        for name in ("proportion", "repeat", "choose"):
+            if getattr(self, name) is not None:
+                raise UserError(f"{name}: finetuning streams are read whole, one after another; mixing by "
+                                "proportion/repeat/choose is for pretraining (text) streams")
+
+
+@dataclass
 class FinetuneDatasetConfig:
     local: str | None = None
     """A .jsonl/.parquet file, a directory holding `{split}.jsonl` / `{split}.parquet` (or a `{split}/` folder
@@ -104,7 +126,18 @@ class FinetuneDatasetConfig:
     data_files: list[str] | None = None
     """Explicit .jsonl/.parquet files instead of `local` (read in the order given)."""
     hf_name: str | None = None
-    """LLM Foundry compatibility: a local path used like `local` (hub datasets are never downloaded)."""
+    """Read with the `datasets` library, as LLM Foundry does: a local dataset directory, a `save_to_disk`
+    directory, or a builder name (json, parquet, csv, text, arrow) with hf_kwargs.data_files; never the hub."""
+    hf_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for `datasets.load_dataset` (data_files, data_dir, ...) when hf_name is set."""
+    preprocessing_fn: str | dict[str, str] | None = None
+    """Rows -> prompt/response (or messages): `module:function`, a name LLM Foundry registers
+    (HuggingFaceH4/databricks_dolly_15k, tatsu-lab/alpaca, bigscience/P3, Muennighoff/P3, Muennighoff/flan,
+    teknium/OpenHermes-2.5), or {prompt: COLUMN, response: COLUMN}; default: the one registered for hf_name."""
+    streams: dict[str, FinetuneStreamConfig] | None = None
+    """Several named sources read one after another (each a local/remote like the dataset's own)."""
+    eos_token_id: int | None = None
+    """Token that ends each response (default: the tokenizer's eos)."""
     split: str = "train"
     """Which split of a directory to read (`train`, `val`, `test`)."""
     max_seq_len: int = 2048
