@@ -145,6 +145,9 @@ def _convert_union(tp: Any, args: tuple, raw: Any, key: str, problems: _Problems
         problems.add(key, f"is required (expected {describe(tp)})")
         return None
     members = [a for a in args if a is not type(None)]
+    lists = [a for a in members if typing.get_origin(a) is list]
+    if isinstance(raw, (list, tuple)) and lists:  # `X | list[X]`: a list goes to the list member
+        return _convert(lists[0], raw, key, problems)
     tagged = [a for a in members if dataclasses.is_dataclass(a) and a is not Duration]
     if len(tagged) > 1:
         return _convert_tagged(tagged, raw, key, problems)

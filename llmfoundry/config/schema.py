@@ -82,6 +82,8 @@ class LoaderOptions:
     """Keep workers alive between epochs."""
     timeout: float = 0
     """Seconds to wait for a batch from a worker (0 = forever)."""
+    label: str | None = None
+    """eval_loader given as a list: this loader's name; its metrics are logged as loss/val/<label>."""
 
 
 @dataclass(kw_only=True)
@@ -423,8 +425,9 @@ class TrainConfig:
     """The optimizer."""
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     """The learning-rate schedule."""
-    eval_loader: AnyLoaderConfig | None = None
-    """Validation data for loss and perplexity (and classification metrics)."""
+    eval_loader: AnyLoaderConfig | list[AnyLoaderConfig] | None = None
+    """Validation data for loss and perplexity (and classification metrics); a list of loaders, each with a
+    `label`, is evaluated loader by loader (loss/val/<label>, perplexity/val/<label>), as in LLM Foundry."""
     device_train_microbatch_size: int | Literal["auto"] = "auto"
     """Samples per forward/backward on one rank; `auto` finds the largest that fits, retrying after OOM."""
     device_eval_batch_size: int = 8
@@ -496,7 +499,16 @@ class TrainConfig:
             loader = raw.get(key)
             if isinstance(loader, dict) and "name" not in loader:
                 raw[key] = {**loader, "name": "text"}
+            elif isinstance(loader, list):
+                raw[key] = [{**x, "name": "text"} if isinstance(x, dict) and "name" not in x else x for x in loader]
         return raw
+
+    @property
+    def eval_loaders(self) -> list[AnyLoaderConfig]:
+        """eval_loader as a list (empty without one)."""
+        if self.eval_loader is None:
+            return []
+        return self.eval_loader if isinstance(self.eval_loader, list) else [self.eval_loader]
 
     def __post_init__(self) -> None:
         if self.global_train_batch_size <= 0:
@@ -511,3 +523,7 @@ class TrainConfig:
             raise UserError("max_duration: must be longer than zero")
         if self.save_folder is None:
             self.save_folder = f"runs/{self.run_name}"
+        if isinstance(self.eval_loader, list):
+            labels = [loader.label for loader in self.eval_loader]
+            if None in labels or len(set(labels)) != len(labels):
+                raise UserError(f"eval_loader: a list of loaders needs a distinct label on each, got {labels}")

@@ -63,11 +63,21 @@ def _check_before_work(cfg: TrainConfig, dist: DistInfo) -> tuple[int, int]:
                         f"(global_train_batch_size {cfg.global_train_batch_size} / {dist.world_size} processes)")
     load_tokenizer(cfg.tokenizer.name)
     check_loader(cfg.train_loader, "train_loader")
-    if cfg.eval_loader is not None:
-        check_loader(cfg.eval_loader, "eval_loader")
+    for where, loader in _eval_keys(cfg):
+        check_loader(loader, where)
+    if cfg.precision == "amp_fp8" and dist.device.type == "cpu":
+        raise UserError("precision: amp_fp8 needs an H100-class GPU (compute capability 8.9+) and torchao; "
+                        "use fp32 or amp_bf16 on CPU")
     if cfg.precision == "amp_fp16" and dist.device.type == "cpu":
         raise UserError("precision: amp_fp16 needs a GPU; use fp32 or amp_bf16 on CPU")
     return micro, per_rank // micro
+
+
+def _eval_keys(cfg: TrainConfig) -> list[tuple[str, Any]]:
+    """(config key, loader) of each eval loader: `eval_loader`, or `eval_loader[i]` for a list."""
+    if isinstance(cfg.eval_loader, list):
+        return [(f"eval_loader[{i}]", loader) for i, loader in enumerate(cfg.eval_loader)]
+    return [("eval_loader", cfg.eval_loader)] if cfg.eval_loader is not None else []
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> Any:
@@ -97,6 +107,10 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, loaded: LoadedConfig) -> None:
         self.cfg = cfg
+        if cfg.expandable_segments:  # read by the CUDA caching allocator when it first allocates
+            import os
+
+            os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
         self.dist = init_distributed(cfg.dist_timeout)
         self.micro, self.accumulation = _check_before_work(cfg, self.dist)
         self.auto_micro = cfg.device_train_microbatch_size == "auto"
@@ -120,14 +134,22 @@ class Trainer:
         self.seq_len = cfg.max_seq_len or ds.max_seq_len
         self.train_parts = self._loader(cfg.train_loader, "train_loader", training=True)
         self.collate = self.train_parts.collate
-        self.eval_parts = self._loader(cfg.eval_loader, "eval_loader", training=False) if cfg.eval_loader else None
-        self.notes = self.train_parts.notes + (self.eval_parts.notes if self.eval_parts else [])
+        # (metric suffix, loader parts): "" for one eval_loader, "/<label>" for each of a list
+        self.evals = [("" if where == "eval_loader" else f"/{loader.label}",
+                       self._loader(loader, where, training=False)) for where, loader in _eval_keys(cfg)]
+        from llmfoundry.config.foundry_compat import translate_train
+
+        self.notes = translate_train(loaded.data)[1] + self.train_parts.notes + \
+            [note for _, parts in self.evals for note in parts.notes]
         self.data = StepBatches(cfg.train_loader, self.collate, microbatch=self.micro, accumulation=self.accumulation,
                                 world_size=self.dist.world_size, position=self.position,
                                 dataset=self.train_parts.dataset)
         self.global_batch = self.data.global_batch
         self.max_steps = self._steps(cfg.max_duration)
         self.schedule = lr_multiplier(cfg.scheduler, self.max_steps, self._steps)
+        from llmfoundry.train.callbacks import Callbacks
+
+        self.callbacks = Callbacks(cfg, self._steps)
         self.step, self.tokens, self.samples = 0, 0, 0
         self.icl_tasks, self.gauntlet = self._icl(loaded)
         self.scaler = torch.amp.GradScaler(enabled=cfg.precision == "amp_fp16")
@@ -273,7 +295,7 @@ class Trainer:
         self.log = log
         log_every = max(self._steps(cfg.console_log_interval), 1)
         save_every = self._steps(cfg.save_interval) if not cfg.save_interval.is_zero else 0
-        has_eval = cfg.eval_loader is not None or bool(self.icl_tasks)
+        has_eval = bool(self.evals) or bool(self.icl_tasks)
         eval_every = self._steps(cfg.eval_interval) if (has_eval and not cfg.eval_interval.is_zero) else 0
         flops_per_token = self.model.flops_per_token(self.seq_len)
         peak = _peak_flops(dist.device)
@@ -318,13 +340,21 @@ class Trainer:
                 last = metrics
                 self._log(log, metrics)
                 window_start, window_tokens = time.perf_counter(), 0
+            evaluated = None
             if eval_every and (self.step % eval_every == 0 or is_last):
-                last.update(self._evaluate())
+                evaluated = self._evaluate()
+                last.update(evaluated)
                 self._log(log, last)
-            if (save_every and self.step % save_every == 0) or is_last:
+            stop = self.callbacks.after_step(self, self.step, is_last, evaluated)
+            if (save_every and self.step % save_every == 0) or is_last or stop:
                 self._check_finite(loss_sum, count)  # never write NaN weights over the last good checkpoint
                 save_checkpoint(self.ckpt_dir, self.step, self._state(), self.config_yaml, is_main=dist.is_main,
                                 keep=cfg.save_num_checkpoints_to_keep)
+            if stop:
+                if log is not None:
+                    log.message(f"step {self.step}: early_stopper: {self.callbacks.stopper.metric()} has not "  # type: ignore[union-attr]
+                                "improved; stopping")
+                break
         if log is not None:
             log.message(f"done: {self.step} steps, {self.tokens:,} tokens; checkpoint in {self.ckpt_dir}")
             log.close()
@@ -436,18 +466,23 @@ class Trainer:
                 sizes = {t.label: len(load_items(t)) for t in self.icl_tasks}
                 raw = {k.removeprefix("icl/"): v for k, v in metrics.items()}
                 metrics.update(gauntlet_scores(self.gauntlet, raw, sizes))
-        if self.eval_parts is None:
-            return metrics
-        if self.eval_parts.metrics is not None:
+        for suffix, parts in self.evals:
+            metrics.update(self._evaluate_loader(parts, suffix))
+        return metrics
+
+    def _evaluate_loader(self, parts: LoaderParts, suffix: str) -> dict[str, float]:
+        cfg = self.cfg
+        if parts.metrics is not None:
             from llmfoundry.eval.classification import evaluate_classifier
 
-            batches = self.eval_parts.eval_batches(cfg.device_eval_batch_size)
-            return {**metrics, **evaluate_classifier(self.model, batches, self.eval_parts.metrics, self.dist.device,
-                                                      lambda: _autocast(cfg, self.dist.device))}
+            batches = parts.eval_batches(cfg.device_eval_batch_size)
+            scores = evaluate_classifier(self.model, batches, parts.metrics, self.dist.device,
+                                         lambda: _autocast(cfg, self.dist.device))
+            return {f"{k}{suffix}": v for k, v in scores.items()}
         self.model.eval()
         total = torch.zeros((), device=self.dist.device)
         count = torch.zeros((), device=self.dist.device)
-        for i, batch in enumerate(self.eval_parts.eval_batches(cfg.device_eval_batch_size)):
+        for i, batch in enumerate(parts.eval_batches(cfg.device_eval_batch_size)):
             if 0 <= cfg.eval_subset_num_batches <= i:
                 break
             batch = {k: v.to(self.dist.device) for k, v in batch.items()}
@@ -456,7 +491,7 @@ class Trainer:
             count += (batch["labels"] != -100).sum()
         self.model.train()
         loss = (all_reduce_sum(total) / all_reduce_sum(count).clamp(min=1)).item()
-        return {**metrics, "loss/val": loss, "perplexity/val": math.exp(min(loss, 50))}
+        return {f"loss/val{suffix}": loss, f"perplexity/val{suffix}": math.exp(min(loss, 50))}
 
     def _log(self, log: Any, metrics: dict[str, float]) -> None:
         if log is not None:
