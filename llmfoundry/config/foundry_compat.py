@@ -8,6 +8,7 @@ mapping before validation, and says what it did, one note line per kind of chang
   `{node_rank}`); per-rank ones are refused (one run folder serves all ranks);
 - FSDP1 keys without an FSDP2 meaning (`limit_all_gathers`, `use_orig_params`, ...) dropped, all on one line;
   those with one (CPU offload, prefetch, HYBRID_SHARD's degrees) are schema fields of `fsdp_config`;
+- `callbacks.kill_loss_spike` -> `spike_guard` (stop on a spike; Foundry's default log_only is not enabled);
 - top-level keys Foundry reads as variables in its shipped files (`dataset:` holding yaml anchors,
   `icl_max_seq_len`) dropped.
 Everything else unknown stays an error, as for our own yamls.
@@ -55,6 +56,7 @@ def translate_train(raw: dict[str, Any], env: Mapping[str, str] | None = None) -
     _run_name(out, raw, env, notes)
     _save_folder(out, env)
     _fsdp(out, notes)
+    _kill_loss_spike(out, notes)
     model = out.get("model")
     _out_of_scope(out)
     if isinstance(model, dict) and model.get("use_auth_token"):
@@ -112,6 +114,25 @@ def _save_folder(out: dict[str, Any], env: Mapping[str, str]) -> None:
         raise UserError(f"save_folder: unknown placeholder {{{unknown[0]}}}; expected one of "
                         + ", ".join("{" + p + "}" for p in RUN_PLACEHOLDERS))
     out["save_folder"] = folder.format(**values)
+
+
+def _kill_loss_spike(out: dict[str, Any], notes: list[str]) -> None:
+    """LLM Foundry's kill_loss_spike callback -> our `spike_guard` (window, factor, action)."""
+    callbacks = out.get("callbacks")
+    if not isinstance(callbacks, dict) or "kill_loss_spike" not in callbacks:
+        return
+    callbacks = dict(callbacks)
+    spike = callbacks.pop("kill_loss_spike") or {}
+    out["callbacks"] = callbacks
+    if spike.get("log_only", True):
+        notes.append("callbacks.kill_loss_spike: log_only (its default) only warns in LLM Foundry; not enabled "
+                     "(set log_only: false to stop on a spike, via spike_guard)")
+        return
+    out["spike_guard"] = {"window": spike.get("window_size", 100), "factor": spike.get("outlier_multiplier", 2),
+                          "action": "stop"}
+    lost = [k for k in ("patience", "loss_cap") if k in spike]
+    notes.append(f"callbacks.kill_loss_spike -> spike_guard {out['spike_guard']}" +
+                 (f" ({', '.join(lost)}: no equivalent; the first spike stops the run)" if lost else ""))
 
 
 def _fsdp(out: dict[str, Any], notes: list[str]) -> None:
