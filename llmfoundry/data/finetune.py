@@ -329,7 +329,7 @@ def encode_examples(records: Iterator[tuple[str, Any]], tokenizer: Any, cfg: Fin
     eos = cfg.eos_token_id if cfg.eos_token_id is not None else tokenizer.eos_token_id
     if eos is None:
         raise UserError("tokenizer: has no eos token, which ends each response (set the dataset's eos_token_id)")
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id not in (None, eos) else None
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id not in (None, tokenizer.eos_token_id) else None
     out: list[Encoded] = []
     pending: list[tuple[list[str], list[bool], bool]] = []
 
