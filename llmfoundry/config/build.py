@@ -202,9 +202,14 @@ def _convert_dataclass(cls: type, raw: Any, key: str, problems: _Problems) -> An
     if expand is not None:
         try:
             raw = expand(dict(raw))
-        except UserError as err:
+        except UserError as err:  # lines written as "field[.sub]: message" name their key
+            fields = {f.name for f in dataclasses.fields(cls)}
             for line in err.problems:
-                problems.add(key, line)
+                head, sep, rest = line.partition(": ")
+                if sep and head.split(".")[0].split("[")[0] in fields:
+                    problems.add(_join(key, head), rest)
+                else:
+                    problems.add(key, line)
             return None
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
