@@ -121,3 +121,17 @@ def test_several_eval_loaders_are_logged_by_label(workspace, tmp_path):
     assert labelled["loss/val/a"] == pytest.approx(single["loss/val"], abs=1e-6)
     assert labelled["loss/val/b"] == pytest.approx(single["loss/val"], abs=1e-6)
     assert labelled["perplexity/val/b"] == pytest.approx(single["perplexity/val"], rel=1e-6)
+
+
+def test_amp_fp8_on_cpu_is_one_line(workspace):
+    from typer.testing import CliRunner
+
+    from llmfoundry.cli import app
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU message")
+    _, config = workspace
+    result = CliRunner().invoke(app, ["train", str(config), "precision=amp_fp8"])
+    assert result.exit_code == 1
+    assert result.output.strip() == ("error: precision: amp_fp8 needs an H100-class GPU (compute capability 8.9+) "
+                                     "and torchao; use fp32 or amp_bf16 on CPU")

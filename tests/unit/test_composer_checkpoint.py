@@ -128,3 +128,9 @@ def test_sharded_composer_checkpoint(composer_pt, batch, foundry_logits, tmp_pat
     load_composer_weights(model, folder, weights_only=True)
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(batch), foundry_logits, atol=1e-5, rtol=0)
+
+
+def test_load_path_rank_placeholder_means_rank_zeros_file(composer_pt):
+    from llmfoundry.checkpoint.reader import resolve_checkpoint
+
+    assert resolve_checkpoint(str(composer_pt).replace("rank0", "rank{rank}")) == composer_pt
