@@ -6,12 +6,15 @@ checkpoints and exports see the same names whatever was applied.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
 from llmfoundry.config.schema import FSDPConfig
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
 
 
 def apply_ac(model: nn.Module, mode: bool | Literal["none", "full", "selective"]) -> None:
@@ -50,7 +53,8 @@ def apply_compile(model: nn.Module) -> None:
         block.compile()
 
 
-def apply_fsdp(model: nn.Module, cfg: FSDPConfig, device: torch.device, compute_dtype: torch.dtype | None) -> None:
+def apply_fsdp(model: nn.Module, cfg: FSDPConfig, device: torch.device,
+               compute_dtype: torch.dtype | None) -> DeviceMesh | None:
     """FSDP2: shard each block, then the root (embeddings, final norm) over all ranks.
 
     With a low-precision `precision`, parameters are all-gathered in that dtype (DEFAULT and PURE) and
@@ -62,7 +66,7 @@ def apply_fsdp(model: nn.Module, cfg: FSDPConfig, device: torch.device, compute_
         from torch.distributed._composable.replicate import replicate
 
         replicate(model, device_ids=[device.index] if device.type == "cuda" else None)
-        return
+        return None
     mesh = fsdp_mesh(cfg, device)
     keep = cfg.sharding_strategy in ("SHARD_GRAD_OP", "_HYBRID_SHARD_ZERO2")
     reshard = cfg.reshard_after_forward if cfg.reshard_after_forward is not None else not keep
@@ -74,9 +78,10 @@ def apply_fsdp(model: nn.Module, cfg: FSDPConfig, device: torch.device, compute_
         fully_shard(block, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy, offload_policy=offload)
     fully_shard(model, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy, offload_policy=offload)
     apply_prefetch(blocks, cfg)
+    return mesh
 
 
-def fsdp_mesh(cfg: FSDPConfig, device: torch.device):  # noqa: ANN201 - a DeviceMesh
+def fsdp_mesh(cfg: FSDPConfig, device: torch.device) -> DeviceMesh:
     """1-D over all ranks, or for HYBRID_SHARD 2-D (replicate x shard): FSDP2's HSDP."""
     import os
 

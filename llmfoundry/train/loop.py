@@ -68,6 +68,8 @@ def _check_before_work(cfg: TrainConfig, dist: DistInfo) -> tuple[int, int]:
     if cfg.precision == "amp_fp8" and dist.device.type == "cpu":
         raise UserError("precision: amp_fp8 needs an H100-class GPU (compute capability 8.9+) and torchao; "
                         "use fp32 or amp_bf16 on CPU")
+    if cfg.precision == "amp_fp8":  # never silently train in another precision
+        raise UserError("precision: amp_fp8 (torchao float8) is not available in this build; use amp_bf16")
     if cfg.precision == "amp_fp16" and dist.device.type == "cpu":
         raise UserError("precision: amp_fp16 needs a GPU; use fp32 or amp_bf16 on CPU")
     return micro, per_rank // micro
@@ -125,6 +127,7 @@ class Trainer:
         from llmfoundry.data.tokenizer import load_tokenizer
 
         self.tokenizer = load_tokenizer(cfg.tokenizer.name, **cfg.tokenizer.kwargs)
+        self.mesh_notes: list[str] = []
         self.model = self._build_model()
         self.optimizer = build_optimizer(self.model, cfg.optimizer)
         for group in self.optimizer.param_groups:
@@ -139,7 +142,7 @@ class Trainer:
                        self._loader(loader, where, training=False)) for where, loader in _eval_keys(cfg)]
         from llmfoundry.config.foundry_compat import translate_train
 
-        self.notes = translate_train(loaded.data)[1] + self.train_parts.notes + \
+        self.notes = translate_train(loaded.data)[1] + self.mesh_notes + self.train_parts.notes + \
             [note for _, parts in self.evals for note in parts.notes]
         self.data = StepBatches(cfg.train_loader, self.collate, microbatch=self.micro, accumulation=self.accumulation,
                                 world_size=self.dist.world_size, position=self.position,
@@ -200,7 +203,10 @@ class Trainer:
             apply_compile(model)
         if self.dist.world_size > 1:
             compute = {"fp32": None, "amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}[self.cfg.precision]
-            apply_fsdp(model, fsdp, self.dist.device, compute)
+            mesh = apply_fsdp(model, fsdp, self.dist.device, compute)
+            if mesh is not None and mesh.ndim == 2:
+                self.mesh_notes = [f"fsdp_config: {fsdp.sharding_strategy} over a {' x '.join(map(str, mesh.shape))} "
+                                   f"mesh ({' x '.join(mesh.mesh_dim_names)})"]
 
     def _icl(self, loaded: LoadedConfig) -> tuple[list[Any], Any]:
         """ICL tasks (and gauntlet) to run at eval_interval, validated now so mistakes surface before training."""
