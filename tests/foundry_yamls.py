@@ -123,7 +123,7 @@ def write_edited(path: Path, res: Resources, out_dir: Path) -> Path:
 
 # -- resources --------------------------------------------------------------------------------------------
 
-def make_models(root: Path, shared: Path) -> Path:
+def make_models(root: Path) -> Path:
     """One tiny, randomly initialized transformers model per architecture the shipped files name."""
     import torch
     from transformers import (AutoModelForCausalLM, DbrxConfig, GPT2Config, GPTNeoConfig, LlamaConfig, MptConfig,
@@ -147,7 +147,6 @@ def make_models(root: Path, shared: Path) -> Path:
     for name, config in configs.items():
         torch.manual_seed(0)
         AutoModelForCausalLM.from_config(config).save_pretrained(out / name)
-    del shared
     return out
 
 
@@ -180,7 +179,7 @@ def make_text_data(root: Path) -> Path:
 
 def make_resources(root: Path, shared: Path) -> Resources:
     checkpoint = shared / "foundry-v0.21" / "artifacts" / "composer-checkpoint" / "ep0-ba60-rank0.pt"
-    return Resources(shared=shared, models=make_models(root, shared), text_data=make_text_data(root),
+    return Resources(shared=shared, models=make_models(root), text_data=make_text_data(root),
                      finetune_data=make_finetune_data(root), checkpoint=checkpoint)
 
 

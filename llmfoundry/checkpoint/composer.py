@@ -123,14 +123,14 @@ def _clean(name: str) -> str:
     return name
 
 
-def state_for(model_keys: list[str], ckpt: ComposerCheckpoint) -> tuple[dict[str, torch.Tensor], str]:
+def state_for(model_keys: list[str], ckpt: ComposerCheckpoint) -> dict[str, torch.Tensor]:
     """The checkpoint's weights under `model_keys`' names: as saved (hf_causal_lm) or minus `model.` (MPT)."""
-    options = [("", ckpt.model), ("model.", {k.removeprefix("model."): v for k, v in ckpt.model.items()})]
-    best_prefix, best = max(options, key=lambda o: len(set(model_keys) & set(o[1])))
+    options = [ckpt.model, {k.removeprefix("model."): v for k, v in ckpt.model.items()}]
+    best = max(options, key=lambda o: len(set(model_keys) & set(o)))
     if not set(model_keys) & set(best):
         raise UserError(f"load_path: {ckpt.path} holds none of this model's weights (checkpoint names like "
                         f"{next(iter(ckpt.model), '?')}, model names like {model_keys[0]})")
-    return best, best_prefix
+    return best
 
 
 def load_composer_weights(model: nn.Module, path: Path, weights_only: bool) -> list[str]:
@@ -145,7 +145,7 @@ def load_composer_weights(model: nn.Module, path: Path, weights_only: bool) -> l
                         "optimizer and trainer state are Composer's); set load_weights_only: true")
     ckpt = read_composer(path)
     ours = get_model_state_dict(model)
-    state, _ = state_for(list(ours), ckpt)
+    state = state_for(list(ours), ckpt)
     wanted, notes = warm_start_keys(ours, path, shapes={k: tuple(v.shape) for k, v in state.items()})
     full = {k: state[k].to(ours[k].dtype) for k in wanted}
     set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, strict=len(wanted) == len(ours)))
@@ -227,7 +227,7 @@ def load_composer_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     model = build_model(args, device="meta")
     model.to_empty(device="cpu")
     wanted = list(model.state_dict())
-    state, _ = state_for(wanted, ckpt)
+    state = state_for(wanted, ckpt)
     missing = [k for k in wanted if k not in state]
     if missing:
         raise UserError(f"{path}: the checkpoint lacks {missing[0]} (and {len(missing) - 1} more) of its own model")
