@@ -20,11 +20,13 @@ LATEST = "latest"
 
 
 def resolve_checkpoint(src: str | Path) -> Path:
-    """The checkpoint folder `src` means: itself, or the one a run folder's checkpoints/latest names."""
-    path = Path(src)
+    """The checkpoint `src` means: itself (a folder, or a Composer `.pt`), or what a run's checkpoints/latest names."""
+    from llmfoundry.checkpoint.composer import format_load_path, is_composer_checkpoint
+
+    path = Path(format_load_path(str(src)))
     if not path.exists():
         raise UserError(f"{src}: no such run or checkpoint folder")
-    if (path / ".metadata").exists():
+    if (path / ".metadata").exists() or (path.is_file() and is_composer_checkpoint(path)):
         return path
     latest = path / "checkpoints" / LATEST
     if latest.exists():
@@ -52,10 +54,13 @@ def load_model_from_checkpoint(src: str | Path, *, merge_lora: bool = True) -> t
     """Build the model the checkpoint's config describes and load its weights (CPU, fp32; LoRA merged unless asked)."""
     import torch.distributed.checkpoint as dcp
 
+    from llmfoundry.checkpoint.composer import is_composer_checkpoint, load_composer_model
     from llmfoundry.config import build
     from llmfoundry.models import ModelConfig, build_model
 
     checkpoint = resolve_checkpoint(src)
+    if is_composer_checkpoint(checkpoint):  # a Composer / LLM Foundry run's checkpoint
+        return load_composer_model(checkpoint)
     config = read_config(checkpoint)
     args = build(ModelConfig, config["model"], key="model", origin=lambda _: str(checkpoint / "config.yaml"))
     model = build_model(args, device="meta")

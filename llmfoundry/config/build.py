@@ -145,6 +145,9 @@ def _convert_union(tp: Any, args: tuple, raw: Any, key: str, problems: _Problems
         problems.add(key, f"is required (expected {describe(tp)})")
         return None
     members = [a for a in args if a is not type(None)]
+    lists = [a for a in members if typing.get_origin(a) is list]
+    if isinstance(raw, (list, tuple)) and lists:  # `X | list[X]`: a list goes to the list member
+        return _convert(lists[0], raw, key, problems)
     tagged = [a for a in members if dataclasses.is_dataclass(a) and a is not Duration]
     if len(tagged) > 1:
         return _convert_tagged(tagged, raw, key, problems)
@@ -199,9 +202,14 @@ def _convert_dataclass(cls: type, raw: Any, key: str, problems: _Problems) -> An
     if expand is not None:
         try:
             raw = expand(dict(raw))
-        except UserError as err:
+        except UserError as err:  # lines written as "field[.sub]: message" name their key
+            fields = {f.name for f in dataclasses.fields(cls)}
             for line in err.problems:
-                problems.add(key, line)
+                head, sep, rest = line.partition(": ")
+                if sep and head.split(".")[0].split("[")[0] in fields:
+                    problems.add(_join(key, head), rest)
+                else:
+                    problems.add(key, line)
             return None
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)

@@ -54,7 +54,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> LoadedC
     _read_layers(Path(path), layers, stack=[])
     if overrides:
         layers.append((COMMAND_LINE, _parse_overrides(overrides)))
-    merged = OmegaConf.merge(*(cfg for _, cfg in layers)) if layers else OmegaConf.create({})
+    merged = OmegaConf.create({})
+    for _, cfg in layers:
+        _drop_type_changes(merged, cfg)
+        merged = OmegaConf.merge(merged, cfg)
     merged.pop(BASE_KEY, None)
     raw_layers = [(name, OmegaConf.to_container(cfg, resolve=False)) for name, cfg in layers]
     loaded = LoadedConfig(data={}, layers=raw_layers)  # type: ignore[arg-type]
@@ -77,6 +80,19 @@ def _user_error_behind(err: BaseException) -> UserError | None:
     while seen is not None and not isinstance(seen, UserError):
         seen = seen.__cause__ or seen.__context__
     return seen
+
+
+def _drop_type_changes(base: DictConfig, layer: DictConfig) -> None:
+    """A later layer may replace a mapping by a list or the reverse (a single eval_loader by a list of
+    them); OmegaConf cannot merge those, so the earlier value is removed first and the later one wins whole."""
+    for key in layer:
+        if key not in base:
+            continue
+        old, new = base._get_node(key), layer._get_node(key)
+        if OmegaConf.is_dict(old) and OmegaConf.is_dict(new):
+            _drop_type_changes(old, new)  # type: ignore[arg-type]
+        elif OmegaConf.is_list(old) != OmegaConf.is_list(new) or OmegaConf.is_dict(old) != OmegaConf.is_dict(new):
+            base.pop(key)
 
 
 def _read_layers(path: Path, layers: list[tuple[str, DictConfig]], stack: list[Path]) -> None:

@@ -82,6 +82,8 @@ class LoaderOptions:
     """Keep workers alive between epochs."""
     timeout: float = 0
     """Seconds to wait for a batch from a worker (0 = forever)."""
+    label: str | None = None
+    """eval_loader given as a list: this loader's name; its metrics are logged as loss/val/<label>."""
 
 
 @dataclass(kw_only=True)
@@ -91,6 +93,28 @@ class LoaderConfig(LoaderOptions):
     name: Literal["text"] = "text"
     """Loader kind: `text` reads MDS shards from convert-dataset (tokenized or raw text); see also
     `finetuning` (prompt/response and chat examples) and `classification` (GLUE-style labelled text)."""
+
+
+@dataclass
+class FinetuneStreamConfig:
+    local: str | None = None
+    """Like the dataset's `local`: a file, a directory of them, or MDS (the cache directory when remote is set)."""
+    remote: str | None = None
+    """s3:// prefix of finetuning MDS (as the dataset's `remote`)."""
+    split: str | None = None
+    """Split of this stream (default: the dataset's)."""
+    proportion: float | None = None
+    """Not supported for finetuning (its streams are read whole, one after another)."""
+    repeat: float | None = None
+    """Not supported for finetuning."""
+    choose: int | None = None
+    """Not supported for finetuning."""
+
+    def __post_init__(self) -> None:
+        for name in ("proportion", "repeat", "choose"):
+            if getattr(self, name) is not None:
+                raise UserError(f"{name}: finetuning streams are read whole, one after another; mixing by "
+                                "proportion/repeat/choose is for pretraining (text) streams")
 
 
 @dataclass
@@ -104,7 +128,18 @@ class FinetuneDatasetConfig:
     data_files: list[str] | None = None
     """Explicit .jsonl/.parquet files instead of `local` (read in the order given)."""
     hf_name: str | None = None
-    """LLM Foundry compatibility: a local path used like `local` (hub datasets are never downloaded)."""
+    """Read with the `datasets` library, as LLM Foundry does: a local dataset directory, a `save_to_disk`
+    directory, or a builder name (json, parquet, csv, text, arrow) with hf_kwargs.data_files; never the hub."""
+    hf_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for `datasets.load_dataset` (data_files, data_dir, ...) when hf_name is set."""
+    preprocessing_fn: str | dict[str, str] | None = None
+    """Rows -> prompt/response (or messages): `module:function`, a name LLM Foundry registers
+    (HuggingFaceH4/databricks_dolly_15k, tatsu-lab/alpaca, bigscience/P3, Muennighoff/P3, Muennighoff/flan,
+    teknium/OpenHermes-2.5), or {prompt: COLUMN, response: COLUMN}; default: the one registered for hf_name."""
+    streams: dict[str, FinetuneStreamConfig] | None = None
+    """Several named sources read one after another (each a local/remote like the dataset's own)."""
+    eos_token_id: int | None = None
+    """Token that ends each response (default: the tokenizer's eos)."""
     split: str = "train"
     """Which split of a directory to read (`train`, `val`, `test`)."""
     max_seq_len: int = 2048
@@ -200,8 +235,9 @@ class SchedulerConfig:
         "constant_with_warmup",
         "inverse_sqrt",
         "warmup_stable_decay",
+        "inv_sqrt_with_warmup",
     ] = "cosine_with_warmup"
-    """Learning-rate schedule shape."""
+    """Learning-rate schedule shape (inv_sqrt_with_warmup: LLM Foundry's, for continued pretraining)."""
     t_warmup: Duration = Duration(0, "ba")
     """Linear warmup length (a time string)."""
     alpha_f: float = 0.0
@@ -209,7 +245,22 @@ class SchedulerConfig:
     t_max: Duration = Duration(1.0, "dur")
     """Length of the decay (default: the whole run)."""
     t_cooldown: Duration = Duration(0.2, "dur")
-    """warmup_stable_decay only: length of the final decay phase."""
+    """warmup_stable_decay and inv_sqrt_with_warmup: length of the final linear decay phase."""
+    t_scale: Duration | None = None
+    """inv_sqrt_with_warmup: time scale of the decay, 1/sqrt((t - t_warmup + t_scale) / t_scale) (required)."""
+    alpha_f_decay: float = 0.0
+    """inv_sqrt_with_warmup: multiplier the inverse-square-root decay tends to at infinite time."""
+    alpha_f_cooldown: float = 0.0
+    """inv_sqrt_with_warmup: multiplier the final linear cooldown ends at (at most alpha_f_decay)."""
+
+    def __post_init__(self) -> None:
+        if self.name != "inv_sqrt_with_warmup":
+            return
+        if self.t_scale is None or self.t_scale.is_zero:
+            raise UserError("t_scale: inv_sqrt_with_warmup needs a positive time scale, e.g. 1000ba")
+        if self.alpha_f_decay < self.alpha_f_cooldown:
+            raise UserError(f"alpha_f_cooldown: must be at most alpha_f_decay ({self.alpha_f_decay}), "
+                            f"got {self.alpha_f_cooldown}")
 
 
 @dataclass
@@ -259,8 +310,11 @@ class AlgorithmsConfig:
 
 @dataclass
 class FSDPConfig:
-    sharding_strategy: Literal["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD"] = "FULL_SHARD"
-    """FULL_SHARD: reshard parameters after forward; SHARD_GRAD_OP: keep them for backward; NO_SHARD: replicate."""
+    sharding_strategy: Literal["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD", "_HYBRID_SHARD_ZERO2"] = \
+        "FULL_SHARD"
+    """FULL_SHARD: reshard parameters after forward; SHARD_GRAD_OP: keep them for backward; NO_SHARD: replicate;
+    HYBRID_SHARD (_HYBRID_SHARD_ZERO2 keeps them for backward): shard within groups of
+    data_parallel_shard_degree ranks (default: one node) and replicate across groups (a 2-D mesh)."""
     reshard_after_forward: bool | None = None
     """Overrides what sharding_strategy implies for FSDP2's reshard_after_forward."""
     mixed_precision: Literal["DEFAULT", "PURE", "FULL"] = "DEFAULT"
@@ -269,12 +323,69 @@ class FSDPConfig:
     """Recompute activations in backward: true/full (every block), selective (every other block), false/none."""
     compile: bool = False
     """torch.compile each block."""
+    cpu_offload: bool = False
+    """Keep sharded parameters, gradients and optimizer state in CPU memory (FSDP2 CPUOffloadPolicy; the
+    optimizer steps on CPU). Needs several processes (sharding)."""
+    activation_cpu_offload: bool = False
+    """Move the activations each block saves for backward to (pinned) CPU memory and back when needed."""
+    forward_prefetch: bool = False
+    """All-gather the next forward_prefetch_limit blocks' parameters while the current block computes."""
+    forward_prefetch_limit: int = 1
+    """Blocks prefetched ahead in forward when forward_prefetch is on."""
+    backward_prefetch: Literal["BACKWARD_PRE", "BACKWARD_POST"] | None = "BACKWARD_PRE"
+    """Backward all-gathers ahead of use: BACKWARD_PRE or BACKWARD_POST prefetch backward_prefetch_limit blocks
+    (FSDP2 issues them before the current block's gradient computation, i.e. as BACKWARD_PRE); null keeps
+    FSDP2's own default, which is one block (FSDP2 cannot turn backward prefetching off)."""
+    backward_prefetch_limit: int = 1
+    """Blocks prefetched ahead in backward."""
+    data_parallel_shard_degree: int = -1
+    """HYBRID_SHARD: ranks each model is sharded over (-1: the processes of one node)."""
+    data_parallel_replicate_degree: int = -1
+    """HYBRID_SHARD: replicas of that sharded model (-1: world size / data_parallel_shard_degree)."""
+
+    def __post_init__(self) -> None:
+        for name in ("forward_prefetch_limit", "backward_prefetch_limit"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name}: must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass
 class SpeedMonitorConfig:
     window_size: int = 10
     """Batches averaged for tokens/s and MFU."""
+
+
+@dataclass
+class HFCheckpointerConfig:
+    """LLM Foundry's `hf_checkpointer`: Hugging Face exports of the model while it trains."""
+
+    save_folder: str
+    """Where exports go: `{save_folder}/huggingface/{huggingface_folder_name}`; a local path or s3://bucket/prefix
+    (S3_ENDPOINT_URL selects an S3-compatible store). `{run_name}` is expanded."""
+    save_interval: Duration
+    """How often to export (`500ba`, `1ep`; `1dur` = once, at the end). The last step always exports."""
+    huggingface_folder_name: str = "ba{batch}"
+    """Name of each export's folder; `{batch}` is the step."""
+    precision: Literal["float32", "bfloat16", "float16"] = "float32"
+    """dtype of the exported weights."""
+    overwrite: bool = True
+    """Replace an export folder of the same name."""
+
+
+@dataclass
+class EarlyStopperConfig:
+    """Composer's `early_stopper`: stop when an eval metric stops improving."""
+
+    monitor: str = "LanguageCrossEntropy"
+    """Metric watched: LanguageCrossEntropy (our loss/val), LanguagePerplexity (perplexity/val), or a name we log."""
+    dataloader_label: str = "eval"
+    """Which eval loader (`eval`, or an eval_loader's label)."""
+    comp: Literal["lt", "gt", "lower", "higher"] | None = None
+    """Better means lower (lt) or higher (gt); default: lower for losses/perplexities, higher otherwise."""
+    min_delta: float = 0.0
+    """Smallest change that counts as an improvement."""
+    patience: int | Duration = 1
+    """Evaluations without improvement before stopping (an int), or a time string (`500ba`)."""
 
 
 @dataclass
@@ -287,6 +398,12 @@ class CallbacksConfig:
     """Log peak GPU memory (CUDA) or RSS (CPU)."""
     runtime_estimator: dict[str, Any] | None = None
     """Log the estimated time remaining."""
+    hf_checkpointer: HFCheckpointerConfig | None = None
+    """Export the model as a Hugging Face directory every save_interval (LLM Foundry's callback)."""
+    early_stopper: EarlyStopperConfig | None = None
+    """Stop training when an eval metric stops improving."""
+    nan_monitor: dict[str, Any] | None = None
+    """Composer's NaN monitor; always on here: a NaN/inf loss stops the run (see skip_nan_batches)."""
 
 
 @dataclass
@@ -339,8 +456,9 @@ class TrainConfig:
     """The optimizer."""
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     """The learning-rate schedule."""
-    eval_loader: AnyLoaderConfig | None = None
-    """Validation data for loss and perplexity (and classification metrics)."""
+    eval_loader: AnyLoaderConfig | list[AnyLoaderConfig] | None = None
+    """Validation data for loss and perplexity (and classification metrics); a list of loaders, each with a
+    `label`, is evaluated loader by loader (loss/val/<label>, perplexity/val/<label>), as in LLM Foundry."""
     device_train_microbatch_size: int | Literal["auto"] = "auto"
     """Samples per forward/backward on one rank; `auto` finds the largest that fits, retrying after OOM."""
     device_eval_batch_size: int = 8
@@ -351,8 +469,8 @@ class TrainConfig:
     """Evaluate before the first step."""
     eval_subset_num_batches: int = -1
     """Cap on eval batches per evaluation (-1 = whole eval set)."""
-    precision: Literal["fp32", "amp_bf16", "amp_fp16"] = "amp_bf16"
-    """Compute precision; amp_fp16 uses dynamic loss scaling."""
+    precision: Literal["fp32", "amp_bf16", "amp_fp16", "amp_fp8"] = "amp_bf16"
+    """Compute precision; amp_fp16 uses dynamic loss scaling; amp_fp8 needs an H100-class GPU and torchao."""
     seed: int = 17
     """Seed for weights init, dropout and the data order."""
     max_seq_len: int | None = None
@@ -395,6 +513,9 @@ class TrainConfig:
     dist_timeout: float = 600.0
     """Seconds a collective waits for the other ranks before it fails (then torchrun restarts the group, or the run
     stops naming the rank that died or stalled). Also sets the heartbeat period: dist_timeout/4, at most 30 s."""
+    expandable_segments: bool = False
+    """CUDA: let the caching allocator grow segments (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True), which
+    reduces fragmentation with varying shapes; no effect on CPU."""
     icl_tasks: list[dict[str, Any]] | str | None = None
     """In-context-learning tasks evaluated at eval_interval (a list, or a path to a yaml with the list)."""
     eval_gauntlet: dict[str, Any] | str | None = None
@@ -404,12 +525,25 @@ class TrainConfig:
 
     @classmethod
     def config_expand(cls, raw: dict[str, Any]) -> dict[str, Any]:
-        """Loaders without a `name` are `text` loaders, as before finetuning loaders existed."""
+        """LLM Foundry-only keys are mapped (config/foundry_compat.py); loaders without a `name` are `text`
+        loaders, as before finetuning loaders existed."""
+        from llmfoundry.config.foundry_compat import translate_train
+
+        raw, _ = translate_train(raw)
         for key in ("train_loader", "eval_loader"):
             loader = raw.get(key)
             if isinstance(loader, dict) and "name" not in loader:
                 raw[key] = {**loader, "name": "text"}
+            elif isinstance(loader, list):
+                raw[key] = [{**x, "name": "text"} if isinstance(x, dict) and "name" not in x else x for x in loader]
         return raw
+
+    @property
+    def eval_loaders(self) -> list[AnyLoaderConfig]:
+        """eval_loader as a list (empty without one)."""
+        if self.eval_loader is None:
+            return []
+        return self.eval_loader if isinstance(self.eval_loader, list) else [self.eval_loader]
 
     def __post_init__(self) -> None:
         if self.global_train_batch_size <= 0:
@@ -426,3 +560,7 @@ class TrainConfig:
             raise UserError(f"dist_timeout: must be a positive number of seconds, got {self.dist_timeout}")
         if self.save_folder is None:
             self.save_folder = f"runs/{self.run_name}"
+        if isinstance(self.eval_loader, list):
+            labels = [loader.label for loader in self.eval_loader]
+            if None in labels or len(set(labels)) != len(labels):
+                raise UserError(f"eval_loader: a list of loaders needs a distinct label on each, got {labels}")

@@ -18,6 +18,7 @@ positions (ALiBi/RoPE) a packed row computes the same loss as its examples would
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import math
 from collections import Counter
@@ -45,8 +46,24 @@ _TOKENIZE_BATCH = 4096
 
 # -- reading ----------------------------------------------------------------------------------------------
 
+def sources(cfg: FinetuneDatasetConfig) -> list[tuple[FinetuneDatasetConfig, str]]:
+    """The dataset itself, or with `streams` one config per stream (its local/remote/split), with its key."""
+    if not cfg.streams:
+        return [(cfg, "")]
+    return [(dataclasses.replace(cfg, local=s.local, remote=s.remote, split=s.split or cfg.split, streams=None,
+                                 hf_name=None, data_files=None), f".streams.{name}") for name, s in cfg.streams.items()]
+
+
 def resolve_source(cfg: FinetuneDatasetConfig, where: str) -> tuple[str, list[Path]]:
-    """("mds", [dir]) or ("files", [jsonl/parquet files]); raises a UserError saying what was looked for."""
+    """("mds", [dir]), ("files", [jsonl/parquet files]) or ("hf", []) (hf_name, read by `datasets`); raises a
+    UserError saying what was looked for. With streams, every stream is checked and the first one's returned."""
+    if cfg.streams:
+        return [resolve_source(sub, where + key) for sub, key in sources(cfg)][0]
+    if cfg.hf_name is not None and cfg.local is None and not cfg.data_files:
+        from llmfoundry.data.hf_source import check_hf_name
+
+        check_hf_name(cfg.hf_name, f"{where}.hf_name")
+        return "hf", []
     if cfg.data_files:
         paths = [Path(f) for f in cfg.data_files]
         for path in paths:
@@ -58,10 +75,9 @@ def resolve_source(cfg: FinetuneDatasetConfig, where: str) -> tuple[str, list[Pa
         if cfg.local is None:
             raise UserError(f"{where}.local: a remote dataset needs local, the directory its shards are cached in")
         return "mds", [download_split(cfg.remote, Path(cfg.local), cfg.split, f"{where}.remote")]
-    source = cfg.local or cfg.hf_name
-    key = "local" if cfg.local else "hf_name"
+    source, key = cfg.local, "local"
     if source is None:
-        raise UserError(f"{where}: set local (a .jsonl/.parquet file or a directory) or data_files")
+        raise UserError(f"{where}: set local (a .jsonl/.parquet file or a directory), data_files or hf_name")
     path = Path(source)
     if not path.exists():
         raise UserError(f"{where}.{key}: {source}: no such file or directory (hub datasets are not downloaded)")
@@ -127,8 +143,23 @@ def _check_type(path: Path, where: str) -> None:
 
 
 def read_records(cfg: FinetuneDatasetConfig, where: str) -> Iterator[tuple[str, Any]]:
-    """(location for error messages, raw record) for every example, in file order."""
+    """(location for error messages, example) for every example, in order (streams one after another), after
+    `preprocessing_fn` (or the preprocessor LLM Foundry registers for `hf_name`)."""
+    from llmfoundry.data.preprocessors import apply, resolve_preprocessor
+
+    fn = resolve_preprocessor(cfg.preprocessing_fn, cfg.hf_name, f"{where}.preprocessing_fn")
+    for sub, key in sources(cfg):
+        for loc, record in _raw_records(sub, where + key):
+            yield loc, apply(fn, record, loc) if fn is not None and isinstance(record, dict) else record
+
+
+def _raw_records(cfg: FinetuneDatasetConfig, where: str) -> Iterator[tuple[str, Any]]:
     kind, paths = resolve_source(cfg, where)
+    if kind == "hf":
+        from llmfoundry.data.hf_source import hf_rows
+
+        yield from hf_rows(cfg.hf_name, cfg.split, cfg.hf_kwargs, f"{where}.hf_name")  # type: ignore[arg-type]
+        return
     if kind == "mds":
         from streaming import LocalDataset
 
@@ -295,10 +326,10 @@ def encode_examples(records: Iterator[tuple[str, Any]], tokenizer: Any, cfg: Fin
                     report: FinetuneReport) -> list[Encoded]:
     """Tokenize, flag targets, and truncate or skip long examples (counted in `report`)."""
     render = chat_renderer(tokenizer, cfg.chat_template)
-    eos = tokenizer.eos_token_id
+    eos = cfg.eos_token_id if cfg.eos_token_id is not None else tokenizer.eos_token_id
     if eos is None:
-        raise UserError("tokenizer: has no eos token, which ends each response")
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id not in (None, eos) else None
+        raise UserError("tokenizer: has no eos token, which ends each response (set the dataset's eos_token_id)")
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id not in (None, tokenizer.eos_token_id) else None
     out: list[Encoded] = []
     pending: list[tuple[list[str], list[bool], bool]] = []
 
@@ -431,8 +462,10 @@ def build_finetune_rows(cfg: FinetuneDatasetConfig, tokenizer: Any, where: str) 
     if cfg.max_seq_len < 2:
         raise UserError(f"{where}.max_seq_len: must be at least 2, got {cfg.max_seq_len}")
     kind, paths = resolve_source(cfg, where)
-    report = FinetuneReport(source=str(paths[0]) if len(paths) == 1 else f"{len(paths)} files",
-                            max_seq_len=cfg.max_seq_len)
+    source = cfg.hf_name if kind == "hf" else str(paths[0]) if len(paths) == 1 else f"{len(paths)} files"
+    if cfg.streams:
+        source = f"{len(cfg.streams)} streams"
+    report = FinetuneReport(source=str(source), max_seq_len=cfg.max_seq_len)
     examples = encode_examples(read_records(cfg, where), tokenizer, cfg, report)
     if not examples:
         raise UserError(f"{where}: no usable examples in {report.source} ({report.describe()})")

@@ -7,13 +7,16 @@ checkpoints and exports see the same names whatever was applied.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from llmfoundry.config.schema import FSDPConfig
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
 
 
 def apply_ac(model: nn.Module, mode: bool | Literal["none", "full", "selective"]) -> None:
@@ -27,35 +30,90 @@ def apply_ac(model: nn.Module, mode: bool | Literal["none", "full", "selective"]
             checkpoint(block)
 
 
+def apply_activation_offload(model: nn.Module) -> None:
+    """Keep what each block saves for backward in pinned CPU memory (autograd's save_on_cpu around its forward)."""
+    pin = torch.cuda.is_available()
+    for block in model.blocks:  # type: ignore[union-attr]
+        block.register_forward_pre_hook(_enter_offload(pin))
+        block.register_forward_hook(_exit_offload)
+
+
+def _enter_offload(pin: bool):  # noqa: ANN202 - a hook
+    def hook(module: nn.Module, args: object) -> None:
+        module._saved_on_cpu = torch.autograd.graph.save_on_cpu(pin_memory=pin)  # type: ignore[assignment]
+        module._saved_on_cpu.__enter__()
+
+    return hook
+
+
+def _exit_offload(module: nn.Module, args: object, output: object) -> None:
+    module._saved_on_cpu.__exit__(None, None, None)  # type: ignore[union-attr]
+
+
 def apply_compile(model: nn.Module) -> None:
     for block in model.blocks:  # type: ignore[union-attr]
         block.compile()
 
 
-def apply_fsdp(model: nn.Module, cfg: FSDPConfig, device: torch.device, compute_dtype: torch.dtype | None) -> None:
+def apply_fsdp(model: nn.Module, cfg: FSDPConfig, device: torch.device,
+               compute_dtype: torch.dtype | None) -> DeviceMesh | None:
     """FSDP2: shard each block, then the root (embeddings, final norm) over all ranks; gradients are summed.
 
     With a low-precision `precision`, parameters are all-gathered in that dtype (DEFAULT and PURE) and
     gradients reduced in fp32 (DEFAULT) or in that dtype (PURE); FULL keeps everything in fp32.
     """
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     if cfg.sharding_strategy == "NO_SHARD":  # plain data parallelism: replicate and all-reduce gradients
         from torch.distributed._composable.replicate import replicate
 
         replicate(model, device_ids=[device.index] if device.type == "cuda" else None)
         model.register_comm_hook(None, _sum_hook)  # type: ignore[operator]
-        return
-    mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
-    reshard = cfg.reshard_after_forward if cfg.reshard_after_forward is not None \
-        else cfg.sharding_strategy == "FULL_SHARD"
+        return None
+    mesh = fsdp_mesh(cfg, device)
+    keep = cfg.sharding_strategy in ("SHARD_GRAD_OP", "_HYBRID_SHARD_ZERO2")
+    reshard = cfg.reshard_after_forward if cfg.reshard_after_forward is not None else not keep
     low = compute_dtype if cfg.mixed_precision != "FULL" else None
     policy = MixedPrecisionPolicy(param_dtype=low, reduce_dtype=low if cfg.mixed_precision == "PURE" else torch.float32)
-    for block in model.blocks:  # type: ignore[union-attr]
-        fully_shard(block, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy)
-    fully_shard(model, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy)
+    offload = CPUOffloadPolicy(pin_memory=device.type == "cuda") if cfg.cpu_offload else OffloadPolicy()
+    blocks = list(model.blocks)  # type: ignore[union-attr]
+    for block in blocks:
+        fully_shard(block, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy, offload_policy=offload)
+    fully_shard(model, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy, offload_policy=offload)
+    apply_prefetch(blocks, cfg)
     disable_gradient_division(model)
+    return mesh
+
+
+def fsdp_mesh(cfg: FSDPConfig, device: torch.device) -> DeviceMesh:
+    """1-D over all ranks, or for HYBRID_SHARD 2-D (replicate x shard): FSDP2's HSDP."""
+    import os
+
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from llmfoundry.errors import UserError
+
+    world = torch.distributed.get_world_size()
+    if not cfg.sharding_strategy.lstrip("_").startswith("HYBRID_SHARD"):
+        return init_device_mesh(device.type, (world,))
+    shard = cfg.data_parallel_shard_degree
+    if shard == -1:
+        shard = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    replicate = cfg.data_parallel_replicate_degree if cfg.data_parallel_replicate_degree != -1 else world // shard
+    if shard < 1 or replicate * shard != world:
+        raise UserError(f"fsdp_config: data_parallel_replicate_degree {replicate} x data_parallel_shard_degree "
+                        f"{shard} must equal the {world} processes")
+    return init_device_mesh(device.type, (replicate, shard), mesh_dim_names=("replicate", "shard"))
+
+
+def apply_prefetch(blocks: list[nn.Module], cfg: FSDPConfig) -> None:
+    """FSDP1's forward_prefetch / backward_prefetch as FSDP2's explicit prefetching between blocks."""
+    for i, block in enumerate(blocks):
+        if cfg.forward_prefetch and i + 1 < len(blocks):
+            block.set_modules_to_forward_prefetch(blocks[i + 1:i + 1 + cfg.forward_prefetch_limit])  # type: ignore[operator]
+        if cfg.backward_prefetch is not None and i > 0:
+            block.set_modules_to_backward_prefetch(  # type: ignore[operator]
+                blocks[max(i - cfg.backward_prefetch_limit, 0):i][::-1])
 
 
 def disable_gradient_division(model: nn.Module) -> None:

@@ -8,9 +8,9 @@ computed with our chunked cross-entropy on the final hidden states.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -37,21 +37,66 @@ class HFCausalLMArgs:
     """Tokens per chunk of the output projection + cross-entropy."""
     peft_config: LoraConfig | None = None
     """LoRA finetuning: freeze the model and train low-rank adapters on `target_modules` (see models/lora.py)."""
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+    """Values set on the directory's config before the model is built (`max_position_embeddings: 4096`,
+    nested: `attn_config: {attn_impl: torch}`); each must be an attribute the config has."""
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flex_attention"] | None = None
+    """transformers attention backend (default: the class's own choice, sdpa where supported);
+    flash_attention_2 needs the flash-attn package and a CUDA GPU."""
+    use_flash_attention_2: bool = False
+    """LLM Foundry's spelling of attn_implementation: flash_attention_2."""
+    init_device: Literal["cpu", "meta", "mixed", "cuda"] = "cpu"
+    """LLM Foundry compatibility only: the trainer always builds on meta, then materializes (what `mixed` did)."""
+    use_auth_token: bool = False
+    """LLM Foundry compatibility only: no-op, nothing is downloaded (models are local directories)."""
 
     def __post_init__(self) -> None:
         if not (Path(self.pretrained_model_name_or_path) / "config.json").exists():
             raise UserError(f"pretrained_model_name_or_path: {self.pretrained_model_name_or_path} is not a local "
                             "Hugging Face model directory (no config.json); models are never downloaded")
+        if self.use_flash_attention_2:
+            if self.attn_implementation not in (None, "flash_attention_2"):
+                raise UserError(f"use_flash_attention_2: contradicts attn_implementation: {self.attn_implementation}")
+            self.attn_implementation = "flash_attention_2"
+
+    def hf_config(self) -> Any:
+        """The directory's transformers config with config_overrides applied."""
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(self.pretrained_model_name_or_path, local_files_only=True,
+                                            trust_remote_code=self.trust_remote_code)
+        _override(config, self.config_overrides, "config_overrides")
+        return config
+
+
+def _override(target: Any, overrides: dict[str, Any], where: str) -> None:
+    """Set each override on the config (or on its nested sub-config / dict), refusing attributes it lacks."""
+    for key, value in overrides.items():
+        current = target.get(key, _MISSING) if isinstance(target, dict) else getattr(target, key, _MISSING)
+        if current is _MISSING:
+            raise UserError(f"{where}.{key}: the model's config has no such attribute "
+                            f"({type(target).__name__}); check the name")
+        if isinstance(value, dict) and (isinstance(current, dict) or hasattr(current, "to_dict")):
+            _override(current, value, f"{where}.{key}")  # a nested section (MPT's attn_config)
+        elif isinstance(target, dict):
+            target[key] = value
+        else:
+            setattr(target, key, value)
+
+
+_MISSING = object()
 
 
 class HFCausalLM(nn.Module):
     def __init__(self, args: HFCausalLMArgs) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM
 
         self.args = args
-        config = AutoConfig.from_pretrained(args.pretrained_model_name_or_path, local_files_only=True,
-                                            trust_remote_code=args.trust_remote_code)
+        config = args.hf_config()
+        if args.attn_implementation is not None:
+            _check_attn_implementation(args.attn_implementation)
+            config._attn_implementation = args.attn_implementation
         if torch.get_default_device().type == "meta":
             # Parameters on meta, buffers computed for real: non-persistent buffers (RoPE's inv_freq, ...) are
             # made in __init__ and are in no checkpoint, so `to_empty` below puts these values back.
@@ -124,6 +169,16 @@ class HFCausalLM(nn.Module):
         width = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0)
         head = self.model.get_output_embeddings().weight.numel()
         return 6 * (self.num_params(exclude_embeddings=True) + head) + 12 * layers * width * seq_len
+
+
+def _check_attn_implementation(name: str) -> None:
+    if name != "flash_attention_2":
+        return
+    import importlib.util
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("flash_attn") is None:
+        raise UserError("model.use_flash_attention_2 / attn_implementation: flash_attention_2 needs the flash-attn "
+                        "package and a CUDA GPU; use attn_implementation: sdpa")
 
 
 def _find_layers(model: nn.Module) -> nn.ModuleList:

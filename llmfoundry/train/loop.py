@@ -68,11 +68,23 @@ def _check_before_work(cfg: TrainConfig, dist: DistInfo) -> tuple[int, int]:
                         f"(global_train_batch_size {cfg.global_train_batch_size} / {dist.world_size} processes)")
     load_tokenizer(cfg.tokenizer.name)
     check_loader(cfg.train_loader, "train_loader")
-    if cfg.eval_loader is not None:
-        check_loader(cfg.eval_loader, "eval_loader")
+    for where, loader in _eval_keys(cfg):
+        check_loader(loader, where)
+    if cfg.precision == "amp_fp8" and dist.device.type == "cpu":
+        raise UserError("precision: amp_fp8 needs an H100-class GPU (compute capability 8.9+) and torchao; "
+                        "use fp32 or amp_bf16 on CPU")
+    if cfg.precision == "amp_fp8":  # never silently train in another precision
+        raise UserError("precision: amp_fp8 (torchao float8) is not available in this build; use amp_bf16")
     if cfg.precision == "amp_fp16" and dist.device.type == "cpu":
         raise UserError("precision: amp_fp16 needs a GPU; use fp32 or amp_bf16 on CPU")
     return micro, per_rank // micro
+
+
+def _eval_keys(cfg: TrainConfig) -> list[tuple[str, Any]]:
+    """(config key, loader) of each eval loader: `eval_loader`, or `eval_loader[i]` for a list."""
+    if isinstance(cfg.eval_loader, list):
+        return [(f"eval_loader[{i}]", loader) for i, loader in enumerate(cfg.eval_loader)]
+    return [("eval_loader", cfg.eval_loader)] if cfg.eval_loader is not None else []
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> Any:
@@ -116,6 +128,10 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, loaded: LoadedConfig) -> None:
         self.cfg = cfg
+        if cfg.expandable_segments:  # read by the CUDA caching allocator when it first allocates
+            import os
+
+            os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
         self.dist = init_distributed(cfg.dist_timeout)
         self.micro, self.accumulation = _check_before_work(cfg, self.dist)
         self.run_dir = Path(cfg.save_folder)  # type: ignore[arg-type]
@@ -144,6 +160,7 @@ class Trainer:
         from llmfoundry.data.tokenizer import load_tokenizer
 
         self.tokenizer = load_tokenizer(cfg.tokenizer.name, **cfg.tokenizer.kwargs)
+        self.mesh_notes: list[str] = []
         self.model = self._build_model()
         self.optimizer = build_optimizer(self.model, cfg.optimizer)
         for group in self.optimizer.param_groups:
@@ -153,14 +170,22 @@ class Trainer:
         self.seq_len = cfg.max_seq_len or ds.max_seq_len
         self.train_parts = self._loader(cfg.train_loader, "train_loader", training=True)
         self.collate = self.train_parts.collate
-        self.eval_parts = self._loader(cfg.eval_loader, "eval_loader", training=False) if cfg.eval_loader else None
-        self.notes = self.guard.notes + self.train_parts.notes + (self.eval_parts.notes if self.eval_parts else [])
+        # (metric suffix, loader parts): "" for one eval_loader, "/<label>" for each of a list
+        self.evals = [("" if where == "eval_loader" else f"/{loader.label}",
+                       self._loader(loader, where, training=False)) for where, loader in _eval_keys(cfg)]
+        from llmfoundry.config.foundry_compat import translate_train
+
+        self.notes = self.guard.notes + translate_train(loaded.data)[1] + self.mesh_notes + self.train_parts.notes + \
+            [note for _, parts in self.evals for note in parts.notes]
         self.data = StepBatches(cfg.train_loader, self.collate, microbatch=self.micro, accumulation=self.accumulation,
                                 world_size=self.dist.world_size, position=self.position,
                                 dataset=self.train_parts.dataset)
         self.global_batch = self.data.global_batch
         self.max_steps = self._steps(cfg.max_duration)
         self.schedule = lr_multiplier(cfg.scheduler, self.max_steps, self._steps)
+        from llmfoundry.train.callbacks import Callbacks
+
+        self.callbacks = Callbacks(cfg, self._steps)
         self.step, self.tokens, self.samples = 0, 0, 0
         self.icl_tasks, self.gauntlet = self._icl(loaded)
         self.scaler = build_scaler(cfg.precision == "amp_fp16", self.dist.device)
@@ -212,7 +237,10 @@ class Trainer:
             apply_compile(model)
         if self.dist.world_size > 1:
             compute = {"fp32": None, "amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}[self.cfg.precision]
-            apply_fsdp(model, fsdp, self.dist.device, compute)
+            mesh = apply_fsdp(model, fsdp, self.dist.device, compute)
+            if mesh is not None and mesh.ndim == 2:
+                self.mesh_notes = [f"fsdp_config: {fsdp.sharding_strategy} over a {' x '.join(map(str, mesh.shape))} "
+                                   f"mesh ({' x '.join(mesh.mesh_dim_names)})"]
 
     def _icl(self, loaded: LoadedConfig) -> tuple[list[Any], Any]:
         """ICL tasks (and gauntlet) to run at eval_interval, validated now so mistakes surface before training."""
@@ -261,6 +289,11 @@ class Trainer:
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions, get_model_state_dict, set_model_state_dict, set_optimizer_state_dict)
 
+        from llmfoundry.checkpoint.composer import is_composer_checkpoint, load_composer_weights
+
+        if is_composer_checkpoint(path):
+            self.notes += load_composer_weights(self.model, path, weights_only)
+            return
         if weights_only:
             from llmfoundry.train.warm_start import warm_start_keys
 
@@ -318,7 +351,7 @@ class Trainer:
         self.log = log
         log_every = max(self._steps(cfg.console_log_interval), 1)
         save_every = self._steps(cfg.save_interval) if not cfg.save_interval.is_zero else 0
-        has_eval = cfg.eval_loader is not None or bool(self.icl_tasks)
+        has_eval = bool(self.evals) or bool(self.icl_tasks)
         eval_every = self._steps(cfg.eval_interval) if (has_eval and not cfg.eval_interval.is_zero) else 0
         flops_per_token = self.model.flops_per_token(self.seq_len)
         peak = _peak_flops(dist.device)
@@ -375,13 +408,21 @@ class Trainer:
                 last = metrics
                 self._log(log, metrics)
                 window_start, window_tokens = time.perf_counter(), 0
+            evaluated = None
             if eval_every and (self.step % eval_every == 0 or is_last):
-                last.update(self._evaluate())
+                evaluated = self._evaluate()
+                last.update(evaluated)
                 self._log(log, last)
-            if is_save:
+            stop = self.callbacks.after_step(self, self.step, is_last, evaluated)
+            if is_save or stop:
                 self._check_publishable(result)  # never let `latest` move to weights that give NaN
                 save_checkpoint(self.ckpt_dir, self.step, self._state(), self.config_yaml, is_main=dist.is_main,
                                 keep=cfg.save_num_checkpoints_to_keep)
+            if stop:
+                if log is not None:
+                    log.message(f"step {self.step}: early_stopper: {self.callbacks.stopper.metric()} has not "  # type: ignore[union-attr]
+                                "improved; stopping")
+                break
             self.guard.heartbeat.step = self.step
             if not is_last and self.guard.preemption.should_stop():
                 self._stop_for_preemption(saved=is_save, result=result)
@@ -560,18 +601,23 @@ class Trainer:
             if self.gauntlet is not None:
                 sizes = {t.label: len(load_items(t)) for t in self.icl_tasks}
                 metrics.update(gauntlet_scores(self.gauntlet, raw, sizes, {t.label: t.metrics[0] for t in self.icl_tasks}))
-        if self.eval_parts is None:
-            return metrics
-        if self.eval_parts.metrics is not None:
+        for suffix, parts in self.evals:
+            metrics.update(self._evaluate_loader(parts, suffix))
+        return metrics
+
+    def _evaluate_loader(self, parts: LoaderParts, suffix: str) -> dict[str, float]:
+        cfg = self.cfg
+        if parts.metrics is not None:
             from llmfoundry.eval.classification import evaluate_classifier
 
-            batches = self.eval_parts.eval_batches(cfg.device_eval_batch_size)
-            return {**metrics, **evaluate_classifier(self.model, batches, self.eval_parts.metrics, self.dist.device,
-                                                      lambda: _autocast(cfg, self.dist.device))}
+            batches = parts.eval_batches(cfg.device_eval_batch_size)
+            scores = evaluate_classifier(self.model, batches, parts.metrics, self.dist.device,
+                                         lambda: _autocast(cfg, self.dist.device))
+            return {f"{k}{suffix}": v for k, v in scores.items()}
         self.model.eval()
         total = torch.zeros((), device=self.dist.device)
         count = torch.zeros((), device=self.dist.device)
-        for i, batch in enumerate(self.eval_parts.eval_batches(cfg.device_eval_batch_size)):
+        for i, batch in enumerate(parts.eval_batches(cfg.device_eval_batch_size)):
             if 0 <= cfg.eval_subset_num_batches <= i:
                 break
             batch = {k: v.to(self.dist.device) for k, v in batch.items()}
@@ -580,7 +626,7 @@ class Trainer:
             count += (batch["labels"] != -100).sum()
         self.model.train()
         loss = (all_reduce_sum(total) / all_reduce_sum(count).clamp(min=1)).item()
-        return {**metrics, "loss/val": loss, "perplexity/val": math.exp(min(loss, 50))}
+        return {f"loss/val{suffix}": loss, f"perplexity/val{suffix}": math.exp(min(loss, 50))}
 
     def _log(self, log: Any, metrics: dict[str, float]) -> None:
         if log is not None:

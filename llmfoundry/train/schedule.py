@@ -7,6 +7,9 @@ of warmup to `t_max` and ends at `alpha_f`:
 - constant_with_warmup: 1
 - inverse_sqrt: sqrt(t_warmup / step) after warmup (never below alpha_f)
 - warmup_stable_decay: 1 until the last `t_cooldown`, then linear to alpha_f
+- inv_sqrt_with_warmup (LLM Foundry's InverseSquareRootWithWarmupScheduler, same formula):
+  alpha_f_decay + (1 - alpha_f_decay) / sqrt((t - t_warmup + t_scale) / t_scale) until the last
+  `t_cooldown`, then linear from there to alpha_f_cooldown; t = optimizer steps done
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ def lr_multiplier(cfg: SchedulerConfig, max_steps: int, steps_of: Callable[[Dura
             return (step + 1) / warmup
         if cfg.name == "constant_with_warmup":
             return 1.0
+        if cfg.name == "inv_sqrt_with_warmup":
+            return _inv_sqrt(step, warmup, steps_of(cfg.t_scale), cooldown, t_max, cfg.alpha_f_decay,
+                             cfg.alpha_f_cooldown)
         if cfg.name == "inverse_sqrt":
             return max(alpha, math.sqrt(max(warmup, 1) / (step + 1)))
         if cfg.name == "warmup_stable_decay":
@@ -44,6 +50,20 @@ def lr_multiplier(cfg: SchedulerConfig, max_steps: int, steps_of: Callable[[Dura
         return alpha + (1 - alpha) * 0.5 * (1 + math.cos(math.pi * tau))
 
     return multiplier
+
+
+def _inv_sqrt(t: int, warmup: int, scale: int, cooldown: int, t_max: int, alpha_decay: float,
+              alpha_cooldown: float) -> float:
+    def decayed(at: int) -> float:
+        return alpha_decay + (1 - alpha_decay) / math.sqrt((at - warmup + scale) / scale)
+
+    start = max(t_max - cooldown, warmup)
+    if t < start:
+        return decayed(t)
+    if cooldown == 0:
+        return decayed(start)
+    frac = min(1.0, (t - start) / cooldown)
+    return decayed(start) + frac * (alpha_cooldown - decayed(start))
 
 
 def steps_for(duration: Duration, *, max_steps: int | None, global_batch: int, seq_len: int,

@@ -29,9 +29,12 @@ def checkpoint_shapes(checkpoint: Path) -> dict[str, tuple[int, ...]]:
             if key.startswith("model.") and hasattr(meta, "size")}
 
 
-def warm_start_keys(model_state: dict[str, Any], checkpoint: Path) -> tuple[dict[str, Any], list[str]]:
-    """The part of `model_state` to load from `checkpoint`, and notes on what keeps its initialization."""
-    shapes = checkpoint_shapes(checkpoint)
+def warm_start_keys(model_state: dict[str, Any], checkpoint: Path,
+                    shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The part of `model_state` to load from `checkpoint`, and notes on what keeps its initialization.
+
+    `shapes` (name -> shape) is read from the checkpoint's DCP metadata unless given (a Composer file's)."""
+    shapes = checkpoint_shapes(checkpoint) if shapes is None else shapes
     load: dict[str, Any] = {}
     fresh_adapters, fresh_head = [], []
     for key, value in model_state.items():
