@@ -25,7 +25,8 @@ import torch
 import yaml
 from torch import nn
 
-from llmfoundry.checkpoint.manager import latest_checkpoint, load_checkpoint, save_checkpoint
+from llmfoundry.checkpoint.manager import CheckpointManager, on_main
+from llmfoundry.checkpoint.reader import load_state, resolve_checkpoint, verify_checkpoint
 from llmfoundry.config.loader import LoadedConfig
 from llmfoundry.config.schema import FSDPConfig, TrainConfig
 from llmfoundry.data.loaders import LoaderParts, build_loader, check_loader
@@ -101,12 +102,14 @@ class Trainer:
         self.micro, self.accumulation = _check_before_work(cfg, self.dist)
         self.auto_micro = cfg.device_train_microbatch_size == "auto"
         self.log: Any = None  # MetricLoggers on rank 0 while fit() runs
-        self.run_dir = Path(cfg.save_folder)  # type: ignore[arg-type]
-        self.ckpt_dir = self.run_dir / "checkpoints"
         self.config_yaml = loaded.to_yaml()
-        self.resume_from = latest_checkpoint(self.ckpt_dir) if cfg.autoresume else None
-        if self.resume_from is None and any(self.ckpt_dir.glob("step-*")) and not cfg.save_overwrite:
-            raise UserError(f"save_folder: {self.run_dir} already holds checkpoints; set autoresume: true to "
+        self.checkpoints = _checkpoint_manager(cfg, self.config_yaml)
+        self.run_dir = self.checkpoints.run_dir
+        self.ckpt_dir = self.checkpoints.ckpt_dir
+        self.checkpoints.remove_leftovers()
+        self.resume_from = self.checkpoints.resume_point() if cfg.autoresume else None
+        if self.resume_from is None and not cfg.save_overwrite and self.checkpoints.has_checkpoints():
+            raise UserError(f"save_folder: {cfg.save_folder} already holds checkpoints; set autoresume: true to "
                             "continue that run or save_overwrite: true to start over")
         from llmfoundry.data.tokenizer import load_tokenizer
 
@@ -227,6 +230,7 @@ class Trainer:
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions, get_model_state_dict, set_model_state_dict, set_optimizer_state_dict)
 
+        self.notes += verify_checkpoint(path, verb="resume from it")
         if weights_only:
             from llmfoundry.train.warm_start import warm_start_keys
 
@@ -234,11 +238,11 @@ class Trainer:
             wanted, notes = warm_start_keys(full, path)
             self.notes += notes
             state = {"model": wanted}
-            load_checkpoint(path, state)
+            load_state(path, state, where="load_path")
             set_model_state_dict(self.model, state["model"], options=StateDictOptions(strict=len(wanted) == len(full)))
             return
         state = self._state()
-        load_checkpoint(path, state)
+        load_state(path, state, where="load_path" if path != self.resume_from else "autoresume")
         set_model_state_dict(self.model, state["model"])
         set_optimizer_state_dict(self.model, self.optimizer, state["optim"])
         ts = state["train_state"]
@@ -259,8 +263,7 @@ class Trainer:
         if self.resume_from is not None:
             self._restore(self.resume_from, weights_only=False)
         elif cfg.load_path:
-            from llmfoundry.checkpoint.reader import resolve_checkpoint
-
+            on_main(lambda: resolve_checkpoint(cfg.load_path))  # an s3:// load_path is downloaded once, by rank 0
             self._restore(resolve_checkpoint(cfg.load_path), weights_only=cfg.load_weights_only)
         log = MetricLoggers(self.run_dir, cfg.loggers, run_name=cfg.run_name,
                             config=yaml.safe_load(self.config_yaml), total_steps=self.max_steps,
@@ -318,8 +321,8 @@ class Trainer:
                 self._log(log, last)
             if (save_every and self.step % save_every == 0) or is_last:
                 self._check_finite(loss_sum, count)  # never write NaN weights over the last good checkpoint
-                save_checkpoint(self.ckpt_dir, self.step, self._state(), self.config_yaml, is_main=dist.is_main,
-                                keep=cfg.save_num_checkpoints_to_keep)
+                self.checkpoints.save(self.step, self._state())
+        self.checkpoints.close()  # an async save in flight is committed (or its failure raised) before "done"
         if log is not None:
             log.message(f"done: {self.step} steps, {self.tokens:,} tokens; checkpoint in {self.ckpt_dir}")
             log.close()
@@ -470,6 +473,18 @@ def _load_hf_weights(model: nn.Module, directory: str) -> None:
         model.load_state_dict({k: v.to(ours[k].device) for k, v in state.items()})
 
 
+def _checkpoint_manager(cfg: TrainConfig, config_yaml: str) -> CheckpointManager:
+    """Checkpoints under save_folder, or, for an s3:// save_folder, under a local staging folder mirrored there."""
+    from llmfoundry.checkpoint.remote import RemoteFolder, cache_dir
+    from llmfoundry.io import is_s3
+
+    folder = str(cfg.save_folder)
+    remote = RemoteFolder(folder) if is_s3(folder) else None
+    run_dir = Path(cfg.save_staging_folder or cache_dir(folder)) if remote else Path(folder)
+    return CheckpointManager(run_dir / "checkpoints", config_yaml=config_yaml, keep=cfg.save_num_checkpoints_to_keep,
+                             save_async=cfg.save_async, remote=remote)
+
+
 def _is_out_of_memory(error: BaseException) -> bool:
     """CUDA raises OutOfMemoryError; the CPU allocator raises a RuntimeError saying it cannot allocate."""
     return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
@@ -485,7 +500,11 @@ def _memory() -> dict[str, float]:
 
 def train(cfg: TrainConfig, loaded: LoadedConfig) -> dict[str, float]:
     """Run training as the config says; returns the last logged metrics."""
+    trainer = None
     try:
-        return Trainer(cfg, loaded).fit()
+        trainer = Trainer(cfg, loaded)
+        return trainer.fit()
     finally:
+        if trainer is not None:
+            trainer.checkpoints.close()  # on any exit: an async save in flight finishes before the group goes
         shutdown()
