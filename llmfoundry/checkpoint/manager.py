@@ -35,6 +35,10 @@ from llmfoundry.distributed import barrier
 from llmfoundry.errors import UserError
 
 T = TypeVar("T")
+# One process saves without a process group, and DCP says so on every save, also from the background thread
+# (where warnings.catch_warnings, being process-wide and not thread-safe, cannot be used).
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized, assuming "
+                        "the intent is to save in a single process", category=UserWarning)
 
 
 def _rank_world() -> tuple[int, int]:
@@ -82,12 +86,33 @@ def _size(n: float) -> str:
     raise AssertionError
 
 
-def _os_error(err: BaseException) -> OSError | None:
-    """The OSError behind a failed write (DCP wraps it in a CheckpointException), None if it is not one."""
+def _write_error(err: BaseException) -> BaseException | None:
+    """The failed write behind a DCP save error (an OSError, or torch's zip writer's RuntimeError when a write
+    came up short: that is how a full disk or a file size limit shows there), None if it is something else."""
     from torch.distributed.checkpoint import CheckpointException
 
     causes = [exc for exc, _ in err.failures.values()] if isinstance(err, CheckpointException) else [err]
-    return next((exc for exc in causes if isinstance(exc, OSError)), None)
+    for exc in causes:
+        if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and "inline_container.cc" in str(exc)):
+            return exc
+    return None
+
+
+def _why(err: BaseException, folder: Path, need: int) -> str:
+    """The OS's reason, or for torch's writer (which loses errno) the limit that explains it."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    import resource
+
+    try:
+        if shutil.disk_usage(folder).free < need:
+            return "No space left on device"
+    except OSError:
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        return f"File too large: files are limited to {_size(soft)} (ulimit -f)"
+    return "a write failed"
 
 
 class CheckpointManager:
@@ -176,19 +201,17 @@ class CheckpointManager:
             except OSError as err:
                 raise self._disk_failure(err, tmp, need) from None
         barrier()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            try:
-                if self.executor is None:
-                    dcp.save(state, checkpoint_id=str(tmp))
-                else:
-                    upload = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self.group,
-                                            async_stager=self.stager)
-            except BaseException as err:  # CheckpointException is a BaseException; only disk errors are ours to word
-                failure = _os_error(err)
-                if failure is None:
-                    raise
-                raise self._disk_failure(failure, tmp, need) from None
+        try:
+            if self.executor is None:
+                dcp.save(state, checkpoint_id=str(tmp))
+            else:
+                upload = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self.group,
+                                        async_stager=self.stager)
+        except BaseException as err:  # CheckpointException is a BaseException; only disk errors are ours to word
+            failure = _write_error(err)
+            if failure is None:
+                raise
+            raise self._disk_failure(failure, tmp, need) from None
         if self.executor is None:
             self._commit(name, tmp, extras, need, group=None)
             barrier()
@@ -200,7 +223,7 @@ class CheckpointManager:
         try:
             upload.result()
         except BaseException as err:
-            failure = _os_error(err)
+            failure = _write_error(err)
             if failure is None:
                 raise
             raise self._disk_failure(failure, tmp, need) from None
@@ -246,16 +269,16 @@ class CheckpointManager:
                 out[name] = path.read_bytes()
         return out
 
-    def _disk_failure(self, err: OSError, tmp: Path, need: int) -> UserError:
-        """One line naming the path, the OS's reason and the space needed; the partial folder is removed."""
+    def _disk_failure(self, err: BaseException, tmp: Path, need: int) -> UserError:
+        """One line naming the path, the reason and the space needed; the partial folder is removed."""
         if self.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
         try:
             free = f"{_size(shutil.disk_usage(self.ckpt_dir).free)} free there"
         except OSError:
             free = "free space unknown"
-        reason = err.strerror or str(err)
-        return UserError(f"{err.filename or tmp}: cannot write the checkpoint ({reason}); it needs about "
+        where = getattr(err, "filename", None) or tmp
+        return UserError(f"{where}: cannot write the checkpoint ({_why(err, self.ckpt_dir, need)}); it needs about "
                          f"{_size(need)} ({free}); the partial checkpoint was removed")
 
     # -- waiting ----------------------------------------------------------------------------------------
