@@ -197,14 +197,16 @@ def test_async_save_publishes_only_after_the_background_write(tmp_path):
     assert manager.executor is not None
     manager.executor.submit(gate.wait)  # occupies the one background thread: the commit of step 2 must queue
     live = state(2)
-    manager.save(2, live)
-    for tensor in (live["model"]["w"], live["optim"]["exp_avg"]):
-        tensor.add_(1.0)  # the next optimizer step
     checkpoints = tmp_path / "checkpoints"
-    assert (checkpoints / "latest").read_text() == "step-00000001\n"
-    assert not (checkpoints / "step-00000002").exists() and (checkpoints / ".tmp-step-00000002").exists()
-    gate.set()
-    manager.close()
+    try:
+        manager.save(2, live)
+        for tensor in (live["model"]["w"], live["optim"]["exp_avg"]):
+            tensor.add_(1.0)  # the next optimizer step
+        assert (checkpoints / "latest").read_text() == "step-00000001\n"
+        assert not (checkpoints / "step-00000002").exists() and (checkpoints / ".tmp-step-00000002").exists()
+    finally:
+        gate.set()
+        manager.close()
     assert (checkpoints / "latest").read_text() == "step-00000002\n"
     folder = checkpoints / "step-00000002"
     assert first_problem(folder) is None
