@@ -116,7 +116,7 @@ def _why(err: BaseException, folder: Path, need: int) -> str:
 
 
 class CheckpointManager:
-    """The checkpoints of one run: where resumption starts, and writing new ones (synchronously or in the background)."""
+    """The checkpoints of one run: where resumption starts, and writing new ones (in the foreground or background)."""
 
     def __init__(self, ckpt_dir: Path, *, config_yaml: str, keep: int, save_async: bool = False,
                  remote: RemoteFolder | None = None) -> None:

@@ -183,4 +183,5 @@ def save_model_checkpoint(model: nn.Module, config: dict[str, Any], folder: str 
     return path
 
 
-__all__ = ["load_model_from_checkpoint", "load_state", "resolve_checkpoint", "save_model_checkpoint", "verify_checkpoint"]
+__all__ = ["load_model_from_checkpoint", "load_state", "resolve_checkpoint", "save_model_checkpoint",
+           "verify_checkpoint"]

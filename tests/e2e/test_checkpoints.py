@@ -67,7 +67,8 @@ def test_a_damaged_checkpoint_is_refused_by_resume_and_export(workspace, tmp_pat
     resume = [f"save_folder={run}", "max_duration=8ba", "save_interval=3ba", "autoresume=true"]
     with pytest.raises(UserError) as err:
         train_in_process(config, *resume)
-    assert err.value.problems == [f"{damaged}: checksum mismatch (the checkpoint is damaged); {offer} to resume from it"]
+    damage = f"{damaged}: checksum mismatch (the checkpoint is damaged)"
+    assert err.value.problems == [f"{damage}; {offer} to resume from it"]
     line = one_error_line(run_cli("inference-convert", str(run), str(tmp_path / "hf")))
     assert line == f"error: {damaged}: checksum mismatch (the checkpoint is damaged); {offer} to use it"
     assert not (tmp_path / "hf").exists()
@@ -160,7 +161,8 @@ def test_two_processes_save_in_the_background_and_verify_their_shares(workspace,
              "save_interval=2ba", *overrides], env=env, capture_output=True, text=True, timeout=600)
 
     def rank0(result: subprocess.CompletedProcess) -> str:  # where a crash starts: rank 1 only sees it end
-        return "\n".join([line for line in result.stderr.splitlines() if "[rank0]" in line][:60]) or result.stderr[-3000:]
+        lines = [line for line in result.stderr.splitlines() if "[rank0]" in line][:60]
+        return "\n".join(lines) or result.stderr[-3000:]
 
     sync, background = tmp_path / "sync", tmp_path / "async"
     result = torchrun(f"save_folder={sync}")

@@ -104,8 +104,9 @@ LATEST_CASES = {
     b"\xff\xfe\x00garbage": "latest: not UTF-8 text",
     b"": "latest: empty",
     b"  \n": "latest: empty",
-    b"../../other-run/checkpoints/step-00000009\n": "latest: names '../../other-run/checkpoints/step-00000009'; it "
-                                                    "must name a step-XXXXXXXX folder inside its own checkpoints folder",
+    b"../../other-run/checkpoints/step-00000009\n":
+        "latest: names '../../other-run/checkpoints/step-00000009'; it must name a step-XXXXXXXX folder inside its "
+        "own checkpoints folder",
     b"/abs/step-00000009": "must name a step-XXXXXXXX folder inside its own checkpoints folder",
     b"step-9": "must name a step-XXXXXXXX folder",
     b"step-00000012\n": "latest: names step-00000012, which does not exist",
