@@ -69,8 +69,8 @@ def read_manifest(folder: Path) -> dict[str, dict[str, Any]] | None:
         data = json.loads(path.read_bytes())
         files = data["files"]
         ok = data.get("algorithm") == ALGORITHM and isinstance(files, dict) and all(
-            isinstance(e, dict) and isinstance(e.get("size"), int) and isinstance(e.get(ALGORITHM), str)
-            for e in files.values())
+            "/" not in name and name not in (".", "..") and isinstance(e, dict)  # flat: nothing outside the folder
+            and isinstance(e.get("size"), int) and isinstance(e.get(ALGORITHM), str) for name, e in files.items())
     except (OSError, ValueError, KeyError, TypeError):
         ok = False
     if not ok:

@@ -6,6 +6,7 @@ damaged the way disks and people damage them: flipped bytes, truncation, deleted
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -74,6 +75,8 @@ DAMAGE = {
     "deleted": (lambda f: (f / "config.yaml").unlink(), "config.yaml: missing"),
     "metadata": (lambda f: flip(f / ".metadata"), ".metadata: checksum mismatch"),
     "manifest": (lambda f: (f / MANIFEST).write_text("{not json"), "manifest.json: unreadable or not a manifest"),
+    "escaping": (lambda f: (f / MANIFEST).write_text(json.dumps(
+        {"algorithm": "xxh3_128", "files": {"../../x": {"size": 1, "xxh3_128": "0"}}})), "unreadable or not a manifest"),
 }
 
 
