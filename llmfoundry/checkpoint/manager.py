@@ -141,6 +141,17 @@ class CheckpointManager:
                                                        use_async_staging=False, use_non_blocking_copy=False))
             self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
 
+    @classmethod
+    def for_run(cls, save_folder: str, *, staging: str | None, config_yaml: str, keep: int,
+                save_async: bool) -> CheckpointManager:
+        """Checkpoints under save_folder, or for an s3:// save_folder under a local staging folder mirrored there."""
+        from llmfoundry.checkpoint.remote import cache_dir
+        from llmfoundry.io import is_s3
+
+        remote = RemoteFolder(save_folder) if is_s3(save_folder) else None
+        run_dir = Path(staging or cache_dir(save_folder)) if remote else Path(save_folder)
+        return cls(run_dir / "checkpoints", config_yaml=config_yaml, keep=keep, save_async=save_async, remote=remote)
+
     # -- starting ---------------------------------------------------------------------------------------
     def remove_leftovers(self) -> None:
         """Partial folders of an interrupted save (or download) must not block the next one, e.g. on a full disk."""

@@ -103,7 +103,9 @@ class Trainer:
         self.auto_micro = cfg.device_train_microbatch_size == "auto"
         self.log: Any = None  # MetricLoggers on rank 0 while fit() runs
         self.config_yaml = loaded.to_yaml()
-        self.checkpoints = _checkpoint_manager(cfg, self.config_yaml)
+        self.checkpoints = CheckpointManager.for_run(
+            str(cfg.save_folder), staging=cfg.save_staging_folder, config_yaml=self.config_yaml,
+            keep=cfg.save_num_checkpoints_to_keep, save_async=cfg.save_async)
         self.run_dir = self.checkpoints.run_dir
         self.ckpt_dir = self.checkpoints.ckpt_dir
         self.checkpoints.remove_leftovers()
@@ -471,18 +473,6 @@ def _load_hf_weights(model: nn.Module, directory: str) -> None:
         raise UserError(f"model.load_hf: {directory} does not have this model's shape (first mismatch: {wrong[0]})")
     with torch.no_grad():
         model.load_state_dict({k: v.to(ours[k].device) for k, v in state.items()})
-
-
-def _checkpoint_manager(cfg: TrainConfig, config_yaml: str) -> CheckpointManager:
-    """Checkpoints under save_folder, or, for an s3:// save_folder, under a local staging folder mirrored there."""
-    from llmfoundry.checkpoint.remote import RemoteFolder, cache_dir
-    from llmfoundry.io import is_s3
-
-    folder = str(cfg.save_folder)
-    remote = RemoteFolder(folder) if is_s3(folder) else None
-    run_dir = Path(cfg.save_staging_folder or cache_dir(folder)) if remote else Path(folder)
-    return CheckpointManager(run_dir / "checkpoints", config_yaml=config_yaml, keep=cfg.save_num_checkpoints_to_keep,
-                             save_async=cfg.save_async, remote=remote)
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
