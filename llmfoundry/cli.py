@@ -250,7 +250,7 @@ def eval_(
 
 @app.command("inference-convert")
 def inference_convert(
-    src: str = typer.Argument(..., help="A run folder (uses checkpoints/latest) or one checkpoint folder.", show_default=False),
+    src: str = typer.Argument(..., help="A run folder (uses checkpoints/latest), one checkpoint folder, or either as an s3:// URL.", show_default=False),
     out: str = typer.Argument(..., help="Output Hugging Face model directory.", show_default=False),
     dtype: str = typer.Option("fp32", "--dtype", help="Weight dtype: fp32, bf16 or fp16."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),

@@ -1,4 +1,4 @@
-"""Atomic output directories: an interrupted command never leaves something that looks complete."""
+"""Atomic output directories (an interrupted command never leaves something that looks complete) and the S3 client."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from llmfoundry.errors import UserError
 
@@ -50,3 +51,22 @@ def atomic_directory(out: str | Path, *, overwrite: bool = False) -> Iterator[Pa
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(path)
+
+
+def is_s3(location: str | Path) -> bool:
+    return str(location).startswith("s3://")
+
+
+def split_s3(url: str) -> tuple[str, str]:
+    """`s3://bucket/a/b/` -> ("bucket", "a/b"): the bucket and the key prefix without slashes at its ends."""
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise UserError(f"{url}: an s3:// URL needs a bucket (s3://BUCKET/PATH)")
+    return bucket, prefix.strip("/")
+
+
+def s3_client() -> Any:
+    """The one S3 client of the package: boto3, with S3_ENDPOINT_URL selecting an S3-compatible store."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None)

@@ -486,7 +486,15 @@ class TrainConfig:
     run_name: str = "llmfoundry-run"
     """Name of the run; the default save_folder is runs/{run_name}."""
     save_folder: str | None = None
-    """Run folder (config.yaml, metrics.jsonl, checkpoints/); default runs/{run_name}."""
+    """Run folder (config.yaml, metrics.jsonl, checkpoints/); default runs/{run_name}. An `s3://bucket/path`
+    URL keeps the run in a local staging folder and uploads each checkpoint there (S3_ENDPOINT_URL selects an
+    S3-compatible store); autoresume then continues from the bucket."""
+    save_staging_folder: str | None = None
+    """With an s3:// save_folder: the local folder the run is written in before upload (default
+    ~/.cache/llmfoundry/s3/BUCKET/PATH, or under $XDG_CACHE_HOME); must be shared by all ranks, like save_folder."""
+    save_async: bool = False
+    """Write checkpoints in the background (DCP async_save): training pauses only to copy the state into one
+    staging buffer in CPU memory (one checkpoint's size); at most one save is in flight."""
     save_interval: Duration = Duration(1000, "ba")
     """How often to checkpoint; 0 disables periodic checkpoints (a final one is still written)."""
     save_num_checkpoints_to_keep: int = -1
@@ -564,3 +572,8 @@ class TrainConfig:
             labels = [loader.label for loader in self.eval_loader]
             if None in labels or len(set(labels)) != len(labels):
                 raise UserError(f"eval_loader: a list of loaders needs a distinct label on each, got {labels}")
+        if "://" in self.save_folder and not self.save_folder.startswith("s3://"):
+            raise UserError(f"save_folder: {self.save_folder}: only local paths and s3:// URLs are supported")
+        if self.save_staging_folder is not None and not self.save_folder.startswith("s3://"):
+            raise UserError("save_staging_folder: only used with an s3:// save_folder; save_folder is "
+                            f"{self.save_folder}")

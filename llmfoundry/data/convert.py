@@ -296,18 +296,15 @@ def finish_output(summary: ConversionSummary, local: str, remote: str | None, wh
 
 def _remote_has_data(remote: str) -> bool:
     """Whether an s3:// prefix already holds objects (S3_ENDPOINT_URL selects an S3-compatible store)."""
-    import os
-    import urllib.parse
-
-    url = urllib.parse.urlparse(remote)
-    if url.scheme != "s3":
-        raise UserError(f"{remote}: only local paths and s3:// URLs are supported outputs")
-    import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None)
+    from llmfoundry.io import is_s3, s3_client, split_s3
+
+    if not is_s3(remote):
+        raise UserError(f"{remote}: only local paths and s3:// URLs are supported outputs")
+    bucket, prefix = split_s3(remote)
     try:
-        listing = client.list_objects_v2(Bucket=url.netloc, Prefix=url.path.strip("/") + "/", MaxKeys=1)
+        listing = s3_client().list_objects_v2(Bucket=bucket, Prefix=prefix + "/", MaxKeys=1)
     except (BotoCoreError, ClientError) as err:
         raise UserError(f"{remote}: cannot list the bucket ({err})") from None
     return listing.get("KeyCount", 0) > 0

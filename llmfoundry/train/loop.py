@@ -26,8 +26,9 @@ import torch
 import yaml
 from torch import nn
 
-from llmfoundry.checkpoint.manager import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
-from llmfoundry.checkpoint.reader import LATEST
+from llmfoundry.checkpoint.manager import CheckpointManager, on_main
+from llmfoundry.checkpoint.pointer import STEP_NAME, checkpoint_name, read_latest
+from llmfoundry.checkpoint.reader import load_state, resolve_checkpoint, verify_checkpoint
 from llmfoundry.config.loader import LoadedConfig
 from llmfoundry.config.schema import FSDPConfig, TrainConfig
 from llmfoundry.data.loaders import LoaderParts, build_loader, check_loader
@@ -134,7 +135,11 @@ class Trainer:
             os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
         self.dist = init_distributed(cfg.dist_timeout)
         self.micro, self.accumulation = _check_before_work(cfg, self.dist)
-        self.run_dir = Path(cfg.save_folder)  # type: ignore[arg-type]
+        self.config_yaml = loaded.to_yaml()
+        self.checkpoints = CheckpointManager.for_run(  # the run folder: save_folder, or its local staging for s3://
+            str(cfg.save_folder), staging=cfg.save_staging_folder, config_yaml=self.config_yaml,
+            keep=cfg.save_num_checkpoints_to_keep, save_async=cfg.save_async)
+        self.run_dir = self.checkpoints.run_dir
         self.guard = RunGuard(self.run_dir, self.dist, cfg.dist_timeout)  # before the run folder is read or written
         try:
             self._setup(loaded)
@@ -146,16 +151,15 @@ class Trainer:
         cfg = self.cfg
         self.auto_micro = cfg.device_train_microbatch_size == "auto"
         self.log: Any = None  # MetricLoggers on rank 0 while fit() runs
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        self.config_yaml = loaded.to_yaml()
+        self.ckpt_dir = self.checkpoints.ckpt_dir
+        self.checkpoints.remove_leftovers()
         # A restarted attempt (torchrun after a failure) continues this job's checkpoints even without autoresume.
-        self.resume_from = latest_checkpoint(self.ckpt_dir) if cfg.autoresume or restart_count() else None
-        if self.resume_from is None and any(self.ckpt_dir.glob("step-*")):
+        self.resume_from = self.checkpoints.resume_point() if cfg.autoresume or restart_count() else None
+        if self.resume_from is None and self.checkpoints.has_checkpoints():
             if not cfg.save_overwrite:
-                raise UserError(f"save_folder: {self.run_dir} already holds checkpoints; set autoresume: true to "
+                raise UserError(f"save_folder: {cfg.save_folder} already holds checkpoints; set autoresume: true to "
                                 "continue that run or save_overwrite: true to start over")
-            if self.dist.is_main:  # starting over: a restart must not resume from the old run's checkpoints
-                (self.ckpt_dir / LATEST).unlink(missing_ok=True)
+            on_main(self._start_over)  # a restart must never resume from the earlier run's checkpoints
         self.preempted = False
         from llmfoundry.data.tokenizer import load_tokenizer
 
@@ -294,6 +298,7 @@ class Trainer:
         if is_composer_checkpoint(path):
             self.notes += load_composer_weights(self.model, path, weights_only)
             return
+        self.notes += verify_checkpoint(path, verb="resume from it")
         if weights_only:
             from llmfoundry.train.warm_start import warm_start_keys
 
@@ -301,11 +306,11 @@ class Trainer:
             wanted, notes = warm_start_keys(full, path)
             self.notes += notes
             state = {"model": wanted}
-            load_checkpoint(path, state)
+            load_state(path, state, where="load_path")
             set_model_state_dict(self.model, state["model"], options=StateDictOptions(strict=len(wanted) == len(full)))
             return
         state = self._state()
-        load_checkpoint(path, state)
+        load_state(path, state, where="load_path" if path != self.resume_from else "autoresume")
         set_model_state_dict(self.model, state["model"])
         set_optimizer_state_dict(self.model, self.optimizer, state["optim"])
         ts = state["train_state"]
@@ -342,8 +347,7 @@ class Trainer:
         if self.resume_from is not None:
             self._restore(self.resume_from, weights_only=False)
         elif cfg.load_path:
-            from llmfoundry.checkpoint.reader import resolve_checkpoint
-
+            on_main(lambda: resolve_checkpoint(cfg.load_path))  # an s3:// load_path is downloaded once, by rank 0
             self._restore(resolve_checkpoint(cfg.load_path), weights_only=cfg.load_weights_only)
         log = MetricLoggers(self.run_dir, cfg.loggers, run_name=cfg.run_name,
                             config=yaml.safe_load(self.config_yaml), total_steps=self.max_steps,
@@ -416,8 +420,7 @@ class Trainer:
             stop = self.callbacks.after_step(self, self.step, is_last, evaluated)
             if is_save or stop:
                 self._check_publishable(result)  # never let `latest` move to weights that give NaN
-                save_checkpoint(self.ckpt_dir, self.step, self._state(), self.config_yaml, is_main=dist.is_main,
-                                keep=cfg.save_num_checkpoints_to_keep)
+                self.checkpoints.save(self.step, self._state())
             if stop:
                 if log is not None:
                     log.message(f"step {self.step}: early_stopper: {self.callbacks.stopper.metric()} has not "  # type: ignore[union-attr]
@@ -427,18 +430,26 @@ class Trainer:
             if not is_last and self.guard.preemption.should_stop():
                 self._stop_for_preemption(saved=is_save, result=result)
                 break
+        self.checkpoints.close()  # an async save in flight is committed (or its failure raised) before "done"
         if log is not None:
             if not self.preempted:
                 log.message(f"done: {self.step} steps, {self.tokens:,} tokens; checkpoint in {self.ckpt_dir}")
             log.close()
         return last
 
+    def _start_over(self) -> None:
+        """save_overwrite: the earlier run's checkpoints go (the new ones take their names anyway)."""
+        import shutil
+
+        for old in [p for p in self.ckpt_dir.iterdir() if STEP_NAME.fullmatch(p.name)]:
+            shutil.rmtree(old)
+        (self.ckpt_dir / "latest").unlink(missing_ok=True)
+
     def _stop_for_preemption(self, saved: bool, result: StepResult) -> None:
         """All ranks agreed to stop after this step: checkpoint it (unless just done) and say how to continue."""
         if not saved:
             self._check_publishable(result)
-            save_checkpoint(self.ckpt_dir, self.step, self._state(), self.config_yaml, is_main=self.dist.is_main,
-                            keep=self.cfg.save_num_checkpoints_to_keep)
+            self.checkpoints.save(self.step, self._state())
         self.preempted = True
         if self.log is not None:
             how = "the same command" + ("" if self.cfg.autoresume else " with autoresume=true")
@@ -473,7 +484,8 @@ class Trainer:
                    "its weights are not finite" if bad else
                    "its weights give a non-finite loss on its own batch" if not math.isfinite(probe_loss) else None)
         if problem is not None:
-            good = latest_checkpoint(self.ckpt_dir)
+            self.checkpoints.wait()
+            good = read_latest(self.ckpt_dir)
             kept = f"{good.name} stays the last good checkpoint" if good else "no checkpoint was saved"
             raise UserError(f"step {self.step}: {problem}; not saving it ({kept}). Lower the learning rate "
                             "or set spike_guard")
@@ -484,7 +496,8 @@ class Trainer:
         guard = self.spikes.cfg
         what = (f"loss {spike.loss:.4g} is more than {guard.factor} x the mean {spike.mean:.4g} of the previous "
                 f"{guard.window} steps" if spike.mean is not None else f"loss is {spike.loss}")
-        good = latest_checkpoint(self.ckpt_dir)
+        self.checkpoints.wait()  # an async save in flight may be the one to roll back to
+        good = read_latest(self.ckpt_dir)
         if guard.action == "stop" or good is None or self.spikes.rollbacks >= guard.max_rollbacks:
             why = ("" if guard.action == "stop" else "; no checkpoint to roll back to yet" if good is None
                    else f"; {self.spikes.rollbacks} rollbacks already (spike_guard.max_rollbacks)")
@@ -666,7 +679,11 @@ def _memory() -> dict[str, float]:
 
 def train(cfg: TrainConfig, loaded: LoadedConfig) -> dict[str, float]:
     """Run training as the config says; returns the last logged metrics."""
+    trainer = None
     try:
-        return Trainer(cfg, loaded).fit()
+        trainer = Trainer(cfg, loaded)
+        return trainer.fit()
     finally:
+        if trainer is not None:
+            trainer.checkpoints.close()  # on any exit: an async save in flight finishes before the group goes
         shutdown()

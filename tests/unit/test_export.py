@@ -135,6 +135,9 @@ def test_bad_dtype_and_reader_errors(tmp_path):
         export_model(model, tmp_path / "hf", tokenizer_dir=None, dtype="int8")
     ckpt = save_model_checkpoint(model, {"model": NATIVE["mpt"][0]}, tmp_path / "ckpt")
     (ckpt / "config.yaml").unlink()
+    with pytest.raises(UserError, match="config.yaml: missing \\(the checkpoint is damaged\\)"):
+        load_model_from_checkpoint(ckpt)  # the manifest lists it
+    (ckpt / "manifest.json").unlink()  # as written before checkpoints carried manifests
     with pytest.raises(UserError, match="no config.yaml beside the checkpoint"):
         load_model_from_checkpoint(ckpt)
     (ckpt / "config.yaml").write_text("tokenizer: {name: x}\n")
