@@ -117,7 +117,7 @@ class StepResult:
     loss_sum: torch.Tensor  # summed token losses of the global batch
     count: torch.Tensor  # target tokens of the global batch
     grad_norm: torch.Tensor  # global pre-clip gradient norm (not finite when fp16 scaling skipped the step)
-    probe: dict[str, torch.Tensor]  # this rank's first microbatch, to test the new weights before a save
+    probe: dict[str, torch.Tensor]  # this rank's first rows (one microbatch), to test the new weights before a save
 
     @property
     def loss(self) -> torch.Tensor:
@@ -522,7 +522,7 @@ class Trainer:
         if self.cfg.skip_nan_batches and not bool(torch.isfinite(loss_sum)):
             self.optimizer.zero_grad(set_to_none=True)
             zero = torch.zeros((), device=device)
-            return StepResult(zero, torch.ones((), device=device), zero, micros[0])
+            return StepResult(zero, torch.ones((), device=device), zero, self._probe(micros))
         self.scaler.unscale_(self.optimizer)  # one all-reduced inf check over every shard (grads.build_scaler)
         params = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = global_grad_norm(params)
@@ -534,7 +534,11 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(loss_sum, count, grad_norm, micros[0])
+        return StepResult(loss_sum, count, grad_norm, self._probe(micros))
+
+    def _probe(self, micros: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The rows the publish check runs: at most one microbatch of the size that just fit (auto may have shrunk it)."""
+        return {k: v[:self.micro] for k, v in micros[0].items()}
 
     def _fitting_forward_backward(self, micros: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         """`device_train_microbatch_size: auto`: halve the microbatch after an out-of-memory error and redo the step.
