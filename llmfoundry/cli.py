@@ -68,8 +68,14 @@ def train(
     def go() -> None:
         from llmfoundry.config import load_typed
         from llmfoundry.config.schema import TrainConfig
+        from llmfoundry.loggers.console import end_startup, startup
 
-        cfg, loaded = load_typed(TrainConfig, config, overrides or [])
+        if not print_config and nproc == 0:
+            startup("loading the config")
+        try:
+            cfg, loaded = load_typed(TrainConfig, config, overrides or [])
+        finally:
+            end_startup()  # resumed below; an error prints on a clean line
         if print_config:
             typer.echo(loaded.to_yaml(), nl=False)
             return
@@ -79,9 +85,14 @@ def train(
             args = ["torchrun", f"--nproc_per_node={nproc}", "-m", "llmfoundry.cli", "train", str(config),
                     *(overrides or [])]
             os.execvp(sys.executable, [sys.executable, "-m", "torch.distributed.run", *args[1:]])
+        startup("importing torch")
         from llmfoundry.train.loop import train as run
 
-        run(cfg, loaded)
+        startup("building the model, opening the data")
+        try:
+            run(cfg, loaded)
+        finally:
+            end_startup()
 
     run_user_code(go)
 
@@ -273,6 +284,24 @@ def generate(
 
         typer.echo(run(model_dir, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                        greedy=greedy, seed=seed, trust_remote_code=trust_remote_code))
+
+    run_user_code(go)
+
+
+@app.command()
+def report(
+    paths: list[str] = typer.Argument(..., help="A run folder (save_folder of `foundry train`), several to "
+                                      "compare, or one `foundry eval` save_folder (results.json).", show_default=False),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="The HTML file to write (default: RUN/report.html, "
+                                      "EVAL_DIR/report.html, or ./report.html for several runs); its PNGs and "
+                                      "series.json go in the folder of the same name without .html."),
+) -> None:
+    """Draw a run's metrics (or several runs overlaid, or eval results) into a self-contained HTML report."""
+
+    def go() -> None:
+        from llmfoundry.report import report as run
+
+        typer.echo(f"wrote {run(paths, out)}")
 
     run_user_code(go)
 

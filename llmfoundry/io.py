@@ -50,3 +50,15 @@ def atomic_directory(out: str | Path, *, overwrite: bool = False) -> Iterator[Pa
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(path)
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> None:
+    """Write a file under a temporary sibling name and rename it: readers see the old file or the whole new one."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -321,8 +321,7 @@ class Trainer:
                 save_checkpoint(self.ckpt_dir, self.step, self._state(), self.config_yaml, is_main=dist.is_main,
                                 keep=cfg.save_num_checkpoints_to_keep)
         if log is not None:
-            log.message(f"done: {self.step} steps, {self.tokens:,} tokens; checkpoint in {self.ckpt_dir}")
-            log.close()
+            log.finish(self.step, latest_checkpoint(self.ckpt_dir))
         return last
 
     def _check_finite(self, loss_sum: torch.Tensor, count: torch.Tensor) -> float:
