@@ -200,6 +200,8 @@ def tokenizer_train(
                                  overwrite=overwrite)
         typer.echo(f"trained a {result['kind']} tokenizer with {result['vocab_size']:,} tokens on "
                    f"{result['documents']:,} documents -> {out}")
+        for note in result["notes"]:
+            typer.echo(f"note: {note}", err=True)
 
     run_user_code(go)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from llmfoundry.errors import UserError
 from llmfoundry.io import write_atomic
@@ -23,20 +24,24 @@ from llmfoundry.report.summary import run_numbers
 RESULTS = "results.json"
 
 
-def _write(out: Path, title: str, note: str, figures: list[tuple[str, str, object]],
-           sections_after: list[tuple[str, str]], sections_before: list[tuple[str, str]]) -> Path:
-    """PNGs + series.json into `out` without its suffix, then the page at `out`."""
+PLOTS = "Plots"
+
+
+def _write(out: Path, title: str, note: str, figures: list[tuple[str, str, Any]],
+           sections: list[tuple[str, str]]) -> Path:
+    """PNGs + series.json into `out` without its suffix, then the page at `out`; the figures go in the
+    section headed PLOTS."""
     folder = out.with_suffix("")
     folder.mkdir(parents=True, exist_ok=True)
     images, series = [], {}
     for name, caption, fig in figures:
-        data = png(fig)  # type: ignore[arg-type]
+        data = png(fig)
         write_atomic(folder / f"{name}.png", data)
-        series[name] = drawn(fig)  # type: ignore[arg-type]
+        series[name] = drawn(fig)
         images.append(html.image(name, data, caption))
-    write_atomic(folder / "series.json", json.dumps(series, indent=1) + "\n")
-    plots = [("Plots", f"<div class=\"plots\">{''.join(images)}</div>")] if images else []
-    write_atomic(out, html.page(title, [*sections_before, *plots, *sections_after], note))
+    write_atomic(folder / "series.json", json.dumps(series) + "\n")
+    plots = f"<div class=\"plots\">{''.join(images)}</div>" if images else "<p>No metrics to plot.</p>"
+    write_atomic(out, html.page(title, [(h, plots if h == PLOTS else body) for h, body in sections], note))
     return out
 
 
@@ -61,8 +66,8 @@ def write_run_report(runs: list[Run], out: Path) -> Path:
     title = f"Run report: {names}" if len(runs) == 1 else f"Runs compared: {names}"
     note = (f"From {', '.join(str(r.path / METRICS) for r in runs)}; written {time.strftime('%Y-%m-%d %H:%M:%S')}. "
             "Regenerate with: foundry report " + " ".join(str(r.path) for r in runs))
-    return _write(out, title, note, figures, [("Final metrics (last logged value)", final),
-                                              ("Resolved config", configs)], [("Summary", summary)])
+    return _write(out, title, note, figures, [("Summary", summary), (PLOTS, ""),
+                                              ("Final metrics (last logged value)", final), ("Resolved config", configs)])
 
 
 def write_eval_report(folder: Path, out: Path) -> Path:
@@ -75,7 +80,8 @@ def write_eval_report(folder: Path, out: Path) -> Path:
     keys = sorted({key for m in results.values() for key in m})
     rows = [[key, *[f"{results[m][key]:.4f}" if key in results[m] else "" for m in models]] for key in keys]
     note = f"From {folder / RESULTS}; written {time.strftime('%Y-%m-%d %H:%M:%S')}. Regenerate with: foundry report {folder}"
-    return _write(out, f"Eval report: {', '.join(models)}", note, figures, [("All results", html.table(["metric", *models], rows))], [])
+    return _write(out, f"Eval report: {', '.join(models)}", note, figures,
+                  [(PLOTS, ""), ("All results", html.table(["metric", *models], rows))])
 
 
 def load_results(folder: Path) -> dict[str, dict[str, float]]:

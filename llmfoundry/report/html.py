@@ -11,10 +11,10 @@ import html
 from collections.abc import Sequence
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1320px; color: #222; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; font-size: 0.9em; } td, th { border: 1px solid #ccc; padding: 3px 8px; }
-th { background: #f3f3f3; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f3f3f3; text-align: left; } td { font-variant-numeric: tabular-nums; }
 .plots { display: flex; flex-wrap: wrap; gap: 12px; } figure { margin: 0; } img { max-width: 100%; }
 figcaption { font-size: 0.8em; color: #555; } pre { background: #f8f8f8; padding: 8px; overflow-x: auto; }
 .muted { color: #666; font-size: 0.9em; }
@@ -23,13 +23,8 @@ figcaption { font-size: 0.8em; color: #555; } pre { background: #f8f8f8; padding
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(_cell(c, first=j == 0) for j, c in enumerate(row)) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _cell(text: str, first: bool) -> str:
-    numeric = not first and text.replace(".", "", 1).replace("-", "", 1).replace("e", "", 1).isdigit()
-    return f"<td class=\"num\">{html.escape(text)}</td>" if numeric else f"<td>{html.escape(text)}</td>"
 
 
 def image(name: str, data: bytes, caption: str) -> str:

@@ -44,8 +44,8 @@ RUN_PLOTS = [
 ]
 
 
-def new_figure(title: str, height: float = 3.4) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(7.0, height), dpi=100, layout="constrained")
+def new_figure(title: str, height: float = 3.3) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(6.4, height), dpi=100, layout="constrained")
     ax = fig.subplots()
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
@@ -64,7 +64,7 @@ def run_figure(plot: Plot, runs: list[Run]) -> Figure | None:
         if len(runs) > 1:  # a color per run, a line style per metric
             color, style, label = COLORS[i % len(COLORS)], STYLES[keys.index(key) % len(STYLES)], f"{run.name}: {key}"
         else:
-            color, style, label = COLORS[keys.index(key) % len(COLORS)], "-", key
+            color, style, label = COLORS[keys.index(key) % len(COLORS)], "--" if "/val" in key else "-", key
         sparse = len(xs) < 30 or key.startswith(("loss/val", "icl/", "gauntlet/"))
         (line,) = ax.plot(xs, ys, style, color=color, label=label, marker="o" if sparse else None, markersize=3)
         line.set_gid(json.dumps([run.name, key]))

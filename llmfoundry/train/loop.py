@@ -64,7 +64,7 @@ def _check_before_work(cfg: TrainConfig, dist: DistInfo) -> tuple[int, int]:
     load_tokenizer(cfg.tokenizer.name)
     check_loader(cfg.train_loader, "train_loader")
     if cfg.eval_loader is not None:
-        check_loader(cfg.eval_loader, "eval_loader")
+        check_loader(cfg.eval_loader, "eval_loader", used=not cfg.eval_interval.is_zero)
     if cfg.precision == "amp_fp16" and dist.device.type == "cpu":
         raise UserError("precision: amp_fp16 needs a GPU; use fp32 or amp_bf16 on CPU")
     return micro, per_rank // micro

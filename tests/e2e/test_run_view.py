@@ -166,3 +166,78 @@ def test_finished_run_shows_its_real_step(terminal_run):
     bars = {line.split(" ETA")[0].split()[-1] for frame in frames for line in frame if line.startswith("train ")}
     assert bars == {"12/12"}, bars
     assert "done" in text_lines(frames[-1])
+
+
+def metrics_series(run: Path, key: str, x: str) -> tuple[list[float], list[float]]:
+    """(x, y) of `key` straight from metrics.jsonl, independently of llmfoundry.report (last record per step)."""
+    by_step: dict[int, dict] = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        by_step.setdefault(record["step"], {}).update(record)
+    steps = [s for s in sorted(by_step) if key in by_step[s]]
+    return [float(by_step[s][x]) for s in steps], [float(by_step[s][key]) for s in steps]
+
+
+@pytest.mark.slow
+def test_report_plots_what_metrics_jsonl_says(terminal_run):
+    """The figures' own line data (read back from the matplotlib objects) and series.json equal metrics.jsonl."""
+    from llmfoundry.report.plots import RUN_PLOTS, drawn, run_figure
+    from llmfoundry.report.runs import load_run
+
+    _, _, run, _, _ = terminal_run
+    assert (run / "report.html").is_file()
+    saved = json.loads((run / "report" / "series.json").read_text())
+    figures = {plot.name: run_figure(plot, [load_run(run)]) for plot in RUN_PLOTS}
+    assert {name for name, fig in figures.items() if fig is not None} == set(saved) == \
+        {"loss", "lr", "throughput", "memory"}  # no MFU on a CPU; no ICL tasks in this run
+    expected = {("loss", "loss/train"): "tokens", ("loss", "loss/val"): "tokens", ("lr", "lr"): "step",
+                ("throughput", "throughput/tokens_per_sec"): "step", ("memory", "memory/peak_rss_gb"): "step"}
+    for (name, key), x in expected.items():
+        want = metrics_series(run, key, x)
+        for lines in (drawn(figures[name]), saved[name]):
+            (line,) = [line for line in lines if line["key"] == key]
+            assert (line["x"], line["y"]) == want, (name, key)
+    assert len(metrics_series(run, "loss/val", "step")[0]) == 3
+    for name in saved:
+        assert (run / "report" / f"{name}.png").stat().st_size > 5000
+
+
+def chromium() -> str:
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("chromium not installed: run `make install` (it installs Debian's chromium when apt-get exists)")
+    return path
+
+
+def open_in_chromium(page: Path, out: Path) -> tuple[str, str]:
+    """Load `page` in headless Chromium with no network; (the DOM it rendered, its console log); saves a screenshot."""
+    args = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+            "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",  # any network request would fail
+            "--enable-logging=stderr", "--v=0", f"--user-data-dir={out / 'profile'}", "--window-size=1280,2600"]
+    shot = subprocess.run([*args, f"--screenshot={out / 'shot.png'}", page.as_uri()], capture_output=True, text=True,
+                          timeout=180)
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    dom = subprocess.run([*args, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return dom.stdout, shot.stderr + dom.stderr
+
+
+@pytest.mark.slow
+def test_report_opens_offline_in_headless_chromium(terminal_run, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    _, _, run, _, _ = terminal_run
+    dom, log = open_in_chromium(run / "report.html", tmp_path)
+    console = [line for line in log.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert not console, console
+    assert not re.search(r"net::ERR_|Failed to load resource", log), log[-2000:]
+    assert dom.count("<img") == 4 and dom.count('src="data:image/png;base64,') == 4
+    assert "Run report: run" in dom and "Resolved config" in dom and "loss/val" in dom
+    # the screenshot shows the plots: the page is far from blank, and the plot area holds the lines' colors
+    pixels = np.asarray(Image.open(tmp_path / "shot.png").convert("RGB")).astype(float)
+    assert pixels.std() > 20
+    blue = (np.abs(pixels - [31, 119, 180]).sum(-1) < 40).sum()  # the first series' color (matplotlib tab:blue)
+    assert blue > 500
