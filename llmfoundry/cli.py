@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
@@ -24,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: flags shown as flags, choices as {a|b}, text that copy-pastes
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 tokenizer_app = typer.Typer(help="Train tokenizers.", no_args_is_help=True)
@@ -33,11 +35,57 @@ _state = {"debug": False}
 T = TypeVar("T")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"foundry (llmfoundry) {version('llmfoundry')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    _version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                  callback=_print_version),
 ) -> None:
     _state["debug"] = debug
+
+
+class Mode(str, Enum):
+    concat = "concat"
+    text = "text"
+
+
+class InputFormat(str, Enum):
+    auto = "auto"
+    text = "text"
+    jsonl = "jsonl"
+    parquet = "parquet"
+    arrow = "arrow"
+    pubmed = "pubmed"
+
+
+class SplitBy(str, Enum):
+    file = "file"
+    paragraph = "paragraph"
+
+
+class DataKind(str, Enum):
+    pretraining = "pretraining"
+    finetuning = "finetuning"
+
+
+class TokenizerKind(str, Enum):
+    bpe = "bpe"
+    wordpiece = "wordpiece"
+    unigram = "unigram"
+
+
+class Dtype(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
 
 
 def run_user_code(fn: Callable[[], T]) -> T:
@@ -80,7 +128,8 @@ def train(
     config: Path = TRAIN_CONFIG_ARG,
     overrides: Optional[list[str]] = OVERRIDES_ARG,
     print_config: bool = typer.Option(False, "--print-config", help="Print the fully resolved config and exit."),
-    nproc: int = typer.Option(0, "--nproc", help="Launch this many processes on this machine with torchrun."),
+    nproc: int = typer.Option(0, "--nproc", help="Launch this many processes on this machine with torchrun "
+                              "(one per GPU); 0 (the default) trains in this process, on one GPU or the CPU."),
     max_restarts: int = typer.Option(0, "--max-restarts", help="With --nproc: restart the whole group up to this "
                                      "many times after a process dies or stalls; it resumes from checkpoints/latest."),
 ) -> None:
@@ -89,10 +138,16 @@ def train(
     def go() -> int:
         from llmfoundry.config import load_typed
         from llmfoundry.config.schema import TrainConfig
+        from llmfoundry.loggers.console import end_startup, startup
         from llmfoundry.recipes import resolve_config
 
-        path = resolve_config(config)
-        cfg, loaded = load_typed(TrainConfig, path, overrides or [])
+        if not print_config and nproc == 0:
+            startup("loading the config")
+        try:
+            path = resolve_config(config)
+            cfg, loaded = load_typed(TrainConfig, path, overrides or [])
+        finally:
+            end_startup()  # resumed below; an error prints on a clean line
         if print_config:
             typer.echo(loaded.to_yaml(), nl=False)
             return 0
@@ -105,9 +160,14 @@ def train(
 
             return launch_train(nproc, max_restarts, [str(path), *(overrides or [])], Path(cfg.save_folder),  # type: ignore[arg-type]
                                 debug=_state["debug"])
+        startup("importing torch")
         from llmfoundry.train.loop import train as run
 
-        run(cfg, loaded)
+        startup("building the model, opening the data")
+        try:
+            run(cfg, loaded)
+        finally:
+            end_startup()
         return 0
 
     code = run_user_code(go)
@@ -120,11 +180,11 @@ def convert_dataset(
     inputs: list[str] = typer.Argument(..., help="Input files, directories (searched recursively) or globs.", show_default=False),
     out: str = typer.Option(..., "--out", "-o", help="Output directory or s3://bucket/prefix (gets train/ and val/).", show_default=False),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", "-t", help="Local Hugging Face tokenizer dir (required for concat)."),
-    mode: str = typer.Option("concat", "--mode", help="concat: tokenize and pack into max-seq-len samples; text: store raw text."),
+    mode: Mode = typer.Option("concat", "--mode", help="concat: tokenize and pack into max-seq-len samples; text: store raw text."),
     max_seq_len: int = typer.Option(2048, "--max-seq-len", help="Tokens per sample in concat mode."),
-    input_format: str = typer.Option("auto", "--input-format", help="auto (by extension), text, jsonl, parquet, arrow or pubmed."),
+    input_format: InputFormat = typer.Option("auto", "--input-format", help="auto: by extension."),
     text_field: str = typer.Option("text", "--text-field", help="JSONL key (dotted paths ok) or parquet/arrow column holding the text."),
-    split_by: str = typer.Option("file", "--split-by", help="Plain text: one document per file, or per blank-line paragraph."),
+    split_by: SplitBy = typer.Option("file", "--split-by", help="Plain text: one document per file, or per blank-line paragraph."),
     val_fraction: float = typer.Option(0.0, "--val-fraction", help="Share of documents (by stable hash) written to val/."),
     bos: bool = typer.Option(False, "--bos", help="Also put the tokenizer's bos token before each document."),
     workers: int = typer.Option(1, "--workers", "-j", help="Tokenizer processes; the output is identical for any count."),
@@ -133,7 +193,7 @@ def convert_dataset(
     strict: bool = typer.Option(False, "--strict", help="Fail on the first bad record (invalid UTF-8, malformed JSON, missing field) instead of counting and skipping it."),
     max_docs: Optional[int] = typer.Option(None, "--max-docs", help="Stop after this many documents."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output."),
-    kind: str = typer.Option("pretraining", "--kind", help="pretraining: documents (--mode concat|text); finetuning: "
+    kind: DataKind = typer.Option("pretraining", "--kind", help="pretraining: documents (--mode concat|text); finetuning: "
                              "prompt/response or chat (messages) examples from .jsonl/.parquet, stored as text."),
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: convert only part I (0-based) of N, for one job "
                                         "of many (SLURM array, Kubernetes); join them with `foundry merge-index OUT`."),
@@ -143,8 +203,7 @@ def convert_dataset(
     def go() -> None:
         from llmfoundry.data.convert import convert_dataset as run, format_summary
 
-        _choice("--kind", kind, ("pretraining", "finetuning"))
-        if kind == "finetuning":
+        if kind is DataKind.finetuning:
             from llmfoundry.data.convert_finetune import convert_finetuning
 
             if tokenizer is not None or text_field != "text":
@@ -155,14 +214,11 @@ def convert_dataset(
             typer.echo(format_summary(summary))
             typer.echo(f"wrote {out}")
             return
-        _choice("--mode", mode, ("concat", "text"))
-        _choice("--input-format", input_format, ("auto", "text", "jsonl", "parquet", "arrow", "pubmed"))
-        _choice("--split-by", split_by, ("file", "paragraph"))
         from llmfoundry.data.parts import parse_shard
 
         part = parse_shard(shard) if shard is not None else None
-        summary = run(inputs, out, tokenizer=tokenizer, mode=mode, max_seq_len=max_seq_len,  # type: ignore[arg-type]
-                      input_format=input_format, text_field=text_field, split_by=split_by,  # type: ignore[arg-type]
+        summary = run(inputs, out, tokenizer=tokenizer, mode=mode.value, max_seq_len=max_seq_len,
+                      input_format=input_format.value, text_field=text_field, split_by=split_by.value,
                       val_fraction=val_fraction, bos=bos, workers=workers, shard_size=shard_size,
                       compression=compression, strict=strict, max_docs=max_docs, overwrite=overwrite, shard=part)
         typer.echo(format_summary(summary))
@@ -195,12 +251,12 @@ def merge_index(
 def tokenizer_train(
     inputs: list[str] = typer.Option(..., "--input", "-i", help="Input files, directories or globs (repeat the flag for several).", show_default=False),
     out: str = typer.Option(..., "--out", "-o", help="Directory for the Hugging Face tokenizer.", show_default=False),
-    kind: str = typer.Option("bpe", "--kind", help="bpe (byte-level, GPT/MPT), wordpiece (BERT) or unigram (SentencePiece-style)."),
+    kind: TokenizerKind = typer.Option("bpe", "--kind", help="bpe (byte-level, GPT/MPT), wordpiece (BERT) or unigram (SentencePiece-style)."),
     vocab_size: int = typer.Option(32000, "--vocab-size", help="Vocabulary size including special tokens."),
     min_frequency: int = typer.Option(2, "--min-frequency", help="Minimum pair frequency for a merge (bpe, wordpiece)."),
-    input_format: str = typer.Option("auto", "--input-format", help="auto (by extension), text, jsonl, parquet, arrow or pubmed."),
+    input_format: InputFormat = typer.Option("auto", "--input-format", help="auto: by extension."),
     text_field: str = typer.Option("text", "--text-field", help="JSONL key or parquet/arrow column holding the text."),
-    split_by: str = typer.Option("file", "--split-by", help="Plain text: one document per file or per blank-line paragraph."),
+    split_by: SplitBy = typer.Option("file", "--split-by", help="Plain text: one document per file or per blank-line paragraph."),
     limit_docs: Optional[int] = typer.Option(None, "--limit-docs", help="Train on at most this many documents."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
 ) -> None:
@@ -209,15 +265,14 @@ def tokenizer_train(
     def go() -> None:
         from llmfoundry.data.tokenizer import train_tokenizer
 
-        _choice("--kind", kind, ("bpe", "wordpiece", "unigram"))
-        _choice("--input-format", input_format, ("auto", "text", "jsonl", "parquet", "arrow", "pubmed"))
-        _choice("--split-by", split_by, ("file", "paragraph"))
-        result = train_tokenizer(inputs, out, kind=kind, vocab_size=vocab_size,  # type: ignore[arg-type]
-                                 min_frequency=min_frequency, input_format=input_format,  # type: ignore[arg-type]
-                                 text_field=text_field, split_by=split_by, limit_docs=limit_docs,  # type: ignore[arg-type]
+        result = train_tokenizer(inputs, out, kind=kind.value, vocab_size=vocab_size, min_frequency=min_frequency,
+                                 input_format=input_format.value, text_field=text_field, split_by=split_by.value,
+                                 limit_docs=limit_docs,
                                  overwrite=overwrite)
         typer.echo(f"trained a {result['kind']} tokenizer with {result['vocab_size']:,} tokens on "
                    f"{result['documents']:,} documents -> {out}")
+        for note in result["notes"]:
+            typer.echo(f"note: {note}", err=True)
 
     run_user_code(go)
 
@@ -232,8 +287,14 @@ def eval_(
 ) -> None:
     """Score models on in-context-learning tasks (and a gauntlet); print tables, save results.json/csv.
 
-    Examples: `foundry eval yamls/eval/core.yaml variables.model_dir=hf-out --limit 50`;
-    LLM Foundry's own yamls: `foundry eval tasks_v0.3-eval.yaml icl_subset_num_batches=2`.
+    \b
+    Examples:
+      foundry eval yamls/eval/core.yaml variables.model_dir=demo/hf   # an exported model (inference-convert)
+      foundry eval yamls/eval/core.yaml variables.model_dir=demo/hf save_folder=out/eval   # results elsewhere
+      ICL_DIR=/data/icl foundry eval yamls/eval/core.yaml              # task files from another folder
+      torchrun --nproc_per_node 4 -m llmfoundry.cli eval yamls/eval/core.yaml   # requests split over 4 GPUs
+      foundry eval tasks_v0.3-eval.yaml icl_subset_num_batches=2   # LLM Foundry's own eval yamls
+      foundry eval yamls/eval/core.yaml variables.model_dir=demo/hf --limit 50   # 50 items per task
     """
 
     def go() -> None:
@@ -252,7 +313,7 @@ def eval_(
 def inference_convert(
     src: str = typer.Argument(..., help="A run folder (uses checkpoints/latest), one checkpoint folder, or either as an s3:// URL.", show_default=False),
     out: str = typer.Argument(..., help="Output Hugging Face model directory.", show_default=False),
-    dtype: str = typer.Option("fp32", "--dtype", help="Weight dtype: fp32, bf16 or fp16."),
+    dtype: Dtype = typer.Option("fp32", "--dtype", help="Weight dtype."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
     adapters_only: bool = typer.Option(False, "--adapters-only", help="LoRA runs: write only the adapters, "
                                        "in peft's format for the base model's transformers export, instead of the "
@@ -264,8 +325,6 @@ def inference_convert(
         from llmfoundry.checkpoint.reader import load_model_from_checkpoint
         from llmfoundry.export.hf import export_model
 
-        if dtype not in ("fp32", "bf16", "fp16"):
-            raise UserError(f"--dtype: got {dtype!r}, expected fp32, bf16 or fp16")
         if adapters_only:
             from llmfoundry.config import build
             from llmfoundry.io import check_output_dir
@@ -284,7 +343,7 @@ def inference_convert(
             return
         model, config = load_model_from_checkpoint(src)
         tokenizer_dir = (config.get("tokenizer") or {}).get("name")
-        result = export_model(model, out, tokenizer_dir=tokenizer_dir, dtype=dtype, overwrite=overwrite)
+        result = export_model(model, out, tokenizer_dir=tokenizer_dir, dtype=dtype.value, overwrite=overwrite)
         if "trust_remote_code" in result:
             typer.echo(f"wrote {out}: {result['class']} ({result['dtype']}) because {result['reason']}; "
                        f"load with AutoModel*.from_pretrained('{out}', trust_remote_code=True)")
@@ -333,6 +392,24 @@ def recipes() -> None:
 
 
 @app.command()
+def report(
+    paths: list[str] = typer.Argument(..., help="A run folder (save_folder of `foundry train`), several to "
+                                      "compare, or one `foundry eval` save_folder (results.json).", show_default=False),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="The HTML file to write (default: RUN/report.html, "
+                                      "EVAL_DIR/report.html, or ./report.html for several runs); its PNGs and "
+                                      "series.json go in the folder of the same name without .html."),
+) -> None:
+    """Draw a run's metrics (or several runs overlaid, or eval results) into a self-contained HTML report."""
+
+    def go() -> None:
+        from llmfoundry.report import report as run
+
+        typer.echo(f"wrote {run(paths, out)}")
+
+    run_user_code(go)
+
+
+@app.command()
 def assets(
     name: Optional[str] = typer.Argument(None, help="Print only this asset's path (e.g. gpt-neox-20b).",
                                          show_default=False),
@@ -351,11 +428,6 @@ def assets(
             typer.echo(f"{key:17} {asset.what} [{asset.source}]\n{'':17} {state}")
 
     run_user_code(go)
-
-
-def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise UserError(f"{flag}: got {value!r}, expected one of {', '.join(allowed)}")
 
 
 def main() -> None:

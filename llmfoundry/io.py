@@ -70,3 +70,15 @@ def s3_client() -> Any:
     import boto3
 
     return boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None)
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> None:
+    """Write a file under a temporary sibling name and rename it: readers see the old file or the whole new one."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -23,7 +23,7 @@ $FOUNDRY convert-dataset "$PUBMED"/pubmed*.xml.gz --out "$OUT/data" --tokenizer 
 
 step "3. Train a tiny MPT on them for ${STEPS:-800} steps (yamls/pretrain/tiny-cpu.yaml), with validation perplexity"
 $FOUNDRY train yamls/pretrain/tiny-cpu.yaml variables.data_local="$OUT/data" variables.tokenizer="$OUT/tokenizer" \
-  save_folder="$OUT/run" progress_bar=false autoresume=false save_overwrite=true \
+  save_folder="$OUT/run" autoresume=false save_overwrite=true \
   max_duration="${STEPS:-800}ba" eval_interval=200ba save_interval=400ba console_log_interval=50ba
 
 step "4. Export the run as a Hugging Face model (MptForCausalLM, loads without trust_remote_code)"
@@ -32,4 +32,11 @@ $FOUNDRY inference-convert "$OUT/run" "$OUT/hf" --overwrite
 step "5. Generate from the exported model"
 $FOUNDRY generate "$OUT/hf" --prompt "Aspirin reduces the risk of" --max-new-tokens 40 --temperature 0.7 --top-p 0.9 --seed 1
 
-step "done: tokenizer $OUT/tokenizer, shards $OUT/data, run $OUT/run (metrics.jsonl, checkpoints), model $OUT/hf"
+step "6. Evaluate it on the core ICL tasks that fit its 128-token window (yamls/eval/demo.yaml) and the gauntlet"
+$FOUNDRY eval yamls/eval/demo.yaml variables.model_dir="$OUT/hf" save_folder="$OUT/eval"
+
+step "7. Draw the evaluation (the training report was written by step 3)"
+$FOUNDRY report "$OUT/eval"
+
+step "done: tokenizer $OUT/tokenizer, shards $OUT/data, run $OUT/run, model $OUT/hf, eval $OUT/eval"
+echo "reports (open in a browser, work offline): $OUT/run/report.html  $OUT/eval/report.html"

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from llmfoundry.data.parts import SUMMARIES, part_name, part_of, staged_part
-from llmfoundry.data.sources import InputFormat, SplitBy, discover_inputs, read_documents
+from llmfoundry.data.sources import InputFormat, SplitBy, discover_inputs, read_documents, text_field_hint
 from llmfoundry.errors import UserError
 from llmfoundry.io import atomic_directory, check_output_dir
 
@@ -55,7 +55,10 @@ class ConversionSummary:
     max_seq_len: int | None
     tokenizer: str | None
     inputs: list[str]
+    tokenizer_vocab: dict[str, Any] | None = None
+    """Size and sha256 of the tokenizer's vocabulary (data/provenance.py): training refuses another one."""
     documents_read: int = 0
+    """Documents read from the inputs (records skipped as unreadable are counted in `skipped` instead)."""
     skipped: dict[str, int] = field(default_factory=dict)
     parts: int = 1
     """Into how many parts (`--shard I/N`) the documents were divided; this summary covers one of them."""
@@ -161,6 +164,13 @@ def _parse_size(size: str) -> int:
     return value
 
 
+def _vocab_fingerprint(tokenizer: str | None) -> dict[str, Any] | None:
+    from llmfoundry.data.provenance import fingerprint, vocabulary
+    from llmfoundry.data.tokenizer import load_tokenizer
+
+    return fingerprint(vocabulary(load_tokenizer(tokenizer))) if tokenizer else None
+
+
 def _prepare_tokenizer(tokenizer: str | None, mode: Mode, bos: bool) -> tuple[str | None, list[int], list[int]]:
     if tokenizer is None:
         if mode == "concat":
@@ -221,7 +231,8 @@ def convert_dataset(
     tokenizer_json, prefix, suffix = _prepare_tokenizer(tokenizer, mode, bos)
 
     summary = ConversionSummary(mode=mode, max_seq_len=max_seq_len if mode == "concat" else None,
-                                tokenizer=tokenizer, inputs=[str(p) for p in paths], parts=shard[1] if shard else 1)
+                                tokenizer=tokenizer, inputs=[str(p) for p in paths], parts=shard[1] if shard else 1,
+                                tokenizer_vocab=_vocab_fingerprint(tokenizer) if mode == "concat" else None)
     skipped: Counter[str] = Counter()
     docs = read_documents(paths, input_format=input_format, text_field=text_field, split_by=split_by,
                           strict=strict, skipped=skipped)
@@ -245,7 +256,8 @@ def convert_dataset(
         summary.skipped = dict(skipped)
         summary.seconds = time.perf_counter() - start
         finish_output(summary, local, remote, "documents",
-                      name=f"{SUMMARIES}/{part}.json" if part else "conversion.json")
+                      name=f"{SUMMARIES}/{part}.json" if part else "conversion.json",
+                      hint=text_field_hint(skipped, paths, text_field))
     return summary
 
 
@@ -280,11 +292,11 @@ def staged_output(out: str, remote: str | None, overwrite: bool) -> Iterator[str
 
 
 def finish_output(summary: ConversionSummary, local: str, remote: str | None, what: str,
-                  name: str = "conversion.json") -> None:
-    """Fail if nothing was written (saying why), else write the summary `name` (and upload it)."""
+                  name: str = "conversion.json", hint: str = "") -> None:
+    """Fail if nothing was written (saying why, and `hint`), else write the summary `name` (and upload it)."""
     if summary.documents_written == 0 and summary.in_other_parts == 0:
         reasons = ", ".join(f"{k}: {v}" for k, v in summary.skipped.items()) or "the inputs are empty"
-        raise UserError(f"{', '.join(summary.inputs)}: no {what} to convert ({reasons})")
+        raise UserError(f"{', '.join(summary.inputs)}: no {what} to convert ({reasons}){hint}")
     path = Path(local) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
@@ -417,13 +429,14 @@ class _Progress:
 
 def format_summary(summary: ConversionSummary) -> str:
     """The end-of-run report, as plain text lines."""
-    lines = [
-        f"documents read: {summary.documents_read:,}   written: {summary.documents_written:,}   "
-        f"skipped: {sum(summary.skipped.values()):,}"
-        + (f" ({', '.join(f'{k}: {v:,}' for k, v in sorted(summary.skipped.items()))})" if summary.skipped else ""),
-    ]
+    skipped = sum(summary.skipped.values())
+    records = summary.documents_read + skipped  # skipped records never became documents
+    line = f"records read: {records:,} = {summary.documents_written:,} documents written + {skipped:,} skipped"
+    if summary.skipped:
+        line += f" ({', '.join(f'{k}: {v:,}' for k, v in sorted(summary.skipped.items()))})"
     if summary.parts > 1:
-        lines.append(f"  this part of {summary.parts}: {summary.in_other_parts:,} documents left to the other parts")
+        line += f" + {summary.in_other_parts:,} left to the other {summary.parts - 1} part{'s' if summary.parts > 2 else ''}"
+    lines = [line]
     for name, stats in summary.splits.items():
         line = f"  {name:5s}: {stats.documents:,} documents, {stats.samples:,} samples"
         if summary.mode == "concat":

@@ -43,8 +43,8 @@ class LoaderParts:
         yield from DataLoader(self.dataset, batch_size=batch_size, collate_fn=self.collate, drop_last=False)
 
 
-def check_loader(cfg: AnyLoaderConfig, where: str) -> None:
-    """Fail before any heavy work when the data is not where the config says."""
+def check_loader(cfg: AnyLoaderConfig, where: str, *, used: bool = True) -> None:
+    """Fail before any heavy work when the data is not where the config says (or is empty and `used`)."""
     if isinstance(cfg, FinetuneLoaderConfig):
         from llmfoundry.data.finetune import resolve_source
 
@@ -56,7 +56,7 @@ def check_loader(cfg: AnyLoaderConfig, where: str) -> None:
     else:
         from llmfoundry.data.text import check_dataset
 
-        check_dataset(cfg.dataset, f"{where}.dataset")
+        check_dataset(cfg.dataset, f"{where}.dataset", used=used)
 
 
 def _uses_sequence_id(model: Any) -> bool:
@@ -104,8 +104,20 @@ def build_loader(cfg: AnyLoaderConfig, *, model: Any, tokenizer: Any, seq_len: i
     if isinstance(model, BertArgs):
         if model.num_labels is not None:
             raise UserError(f"{where}.name: a model with num_labels is a classifier; use name: classification")
-        return LoaderParts(cfg, MLMCollator(tokenizer, seq_len, cfg.dataset.mlm_probability or 0.3, seed))
-    return LoaderParts(cfg, LMCollator(tokenizer, seq_len, cfg.dataset.eos_token_id))
+        return LoaderParts(cfg, MLMCollator(tokenizer, seq_len, cfg.dataset.mlm_probability or 0.3, seed),
+                           notes=_tokenizer_notes(cfg, tokenizer, where))
+    return LoaderParts(cfg, LMCollator(tokenizer, seq_len, cfg.dataset.eos_token_id),
+                       notes=_tokenizer_notes(cfg, tokenizer, where))
+
+
+def _tokenizer_notes(cfg: AnyLoaderConfig, tokenizer: Any, where: str) -> list[str]:
+    """Refuse MDS data tokenized with another vocabulary (data/provenance.py); notes for compatible ones."""
+    from llmfoundry.data.provenance import check_tokenizer
+
+    streams = cfg.dataset.streams or {}
+    locals_ = {f"{where}.dataset.streams.{n}": s.local for n, s in streams.items()} if streams else \
+        {f"{where}.dataset": cfg.dataset.local}
+    return [note for key, local in locals_.items() for note in check_tokenizer(local, tokenizer, key)]
 
 
 def _no_shuffle(ds: Any) -> Any:

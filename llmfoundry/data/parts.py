@@ -133,7 +133,7 @@ def _read_summaries(out: str) -> list[dict[str, Any]]:
         raise UserError(f"{out}: {len(missing)} of {count} parts are missing or incomplete (e.g. --shard "
                         f"{missing[0]}/{count}); run them, then merge-index again")
     summaries = [json.loads(_read(out, f"{SUMMARIES}/{n}")) for n in found]
-    for key in ("mode", "max_seq_len", "tokenizer"):
+    for key in ("mode", "max_seq_len", "tokenizer", "tokenizer_vocab"):
         values = {json.dumps(s.get(key)) for s in summaries}
         if len(values) > 1:
             raise UserError(f"{out}: the parts were converted with different {key} ({', '.join(sorted(values))})")
@@ -141,7 +141,7 @@ def _read_summaries(out: str) -> list[dict[str, Any]]:
 
 
 def _merged_summary(summaries: list[dict[str, Any]], out: str) -> dict[str, Any]:
-    merged = {k: summaries[0][k] for k in ("mode", "max_seq_len", "tokenizer", "inputs")}
+    merged = {k: summaries[0].get(k) for k in ("mode", "max_seq_len", "tokenizer", "tokenizer_vocab", "inputs")}
     merged["parts"] = len(summaries)
     merged["documents_read"] = summaries[0]["documents_read"]  # every part reads every document
     merged["documents_written"] = sum(s["documents_written"] for s in summaries)

@@ -160,6 +160,39 @@ def _field(record: object, dotted: str) -> object:
     return node
 
 
+def text_field_hint(skipped: Counter[str], paths: list[Path], text_field: str) -> str:
+    """When JSONL records lacked `text_field`: where the text might be instead (the string-valued keys of the
+    first such record, dotted one level deep), as a sentence suggesting --text-field; otherwise ''."""
+    if not skipped.get("missing_text_field"):
+        return ""
+    for path in paths:
+        if detect_format(path) != "jsonl":
+            continue
+        with open_binary(path) as stream:
+            for raw in io.BufferedReader(stream):  # type: ignore[arg-type]
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                if not isinstance(record, dict) or _has_field(record, text_field):
+                    continue
+                keys = [k for k, v in record.items() if isinstance(v, str)]
+                keys += [f"{k}.{n}" for k, v in record.items() if isinstance(v, dict)
+                         for n, w in v.items() if isinstance(w, str)]
+                found = ", ".join(keys[:8]) or "none holds a string"
+                return (f"; {skipped['missing_text_field']:,} records have no '{text_field}' field: set "
+                        f"--text-field to the key holding the text (string keys in {path.name}: {found})")
+    return f"; {skipped['missing_text_field']:,} records have no '{text_field}' field: set --text-field"
+
+
+def _has_field(record: object, dotted: str) -> bool:
+    try:
+        _field(record, dotted)
+    except KeyError:
+        return False
+    return True
+
+
 def _read_jsonl(
     path: Path, *, text_field: str, strict: bool, skipped: Counter[str], **_: object
 ) -> Iterator[str]:

@@ -28,12 +28,13 @@ from llmfoundry.errors import UserError
 IGNORE = -100
 
 
-def check_dataset(cfg: DatasetConfig, where: str) -> None:
-    """Fail before any heavy work if a local dataset is missing (remote ones are checked on first read)."""
+def check_dataset(cfg: DatasetConfig, where: str, *, used: bool = True) -> None:
+    """Fail before any heavy work if a local dataset is missing, or empty while the run will read it
+    (`used`); remote ones are checked on first read."""
     if cfg.streams:
         for name, stream in cfg.streams.items():
             check_dataset(DatasetConfig(local=stream.local, remote=stream.remote, split=stream.split),
-                          f"{where}.streams.{name}")
+                          f"{where}.streams.{name}", used=used)
         return
     if cfg.local is None and cfg.remote is None:
         raise UserError(f"{where}: set local (a directory from `foundry convert-dataset`) or remote")
@@ -41,6 +42,22 @@ def check_dataset(cfg: DatasetConfig, where: str) -> None:
         path = Path(cfg.local) / (cfg.split or "")  # type: ignore[arg-type]
         if not (path / "index.json").exists():
             raise UserError(f"{where}: {path} has no index.json (not an MDS dataset; run `foundry convert-dataset`)")
+        if used and _samples(path / "index.json") == 0:
+            hint = ("convert the data again with --val-fraction (e.g. 0.02: `foundry convert-dataset` writes no "
+                    "validation samples by default), or train without evaluation: eval_interval=0"
+                    if cfg.split == "val" else "it has no samples; convert the data again")
+            raise UserError(f"{where}: {path} holds no samples; {hint}")
+
+
+def _samples(index: Path) -> int | None:
+    """Samples listed in an MDS index.json (None when it is not the JSON streaming writes)."""
+    import json
+
+    try:
+        shards = json.loads(index.read_text())["shards"]
+        return sum(int(shard["samples"]) for shard in shards)
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def build_dataset(cfg: DatasetConfig, device_batch_size: int) -> Any:

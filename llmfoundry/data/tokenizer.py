@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from llmfoundry.data.sources import InputFormat, SplitBy, discover_inputs, read_documents
+from llmfoundry.data.sources import InputFormat, SplitBy, discover_inputs, read_documents, text_field_hint
 from llmfoundry.errors import UserError
 from llmfoundry.io import atomic_directory
 
@@ -117,8 +117,9 @@ def train_tokenizer(
         raise UserError(f"--kind: got {kind!r}, expected bpe, wordpiece or unigram")
 
     tok.train_from_iterator(texts(), trainer=trainer)
+    hint = text_field_hint(skipped, paths, text_field)
     if documents == 0:
-        raise UserError(f"{', '.join(inputs)}: no documents to train on (skipped: {dict(skipped) or 'none'})")
+        raise UserError(f"{', '.join(inputs)}: no documents to train on (skipped: {dict(skipped) or 'none'}){hint}")
     if kind == "wordpiece":
         cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
@@ -131,6 +132,12 @@ def train_tokenizer(
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_input_names=inputs, **special)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         fast.save_pretrained(str(tmp))
-    return {"kind": kind, "vocab_size": tok.get_vocab_size(), "documents": documents, "skipped": dict(skipped),
-            "out": str(out)}
+    notes = [hint.removeprefix("; ")] if hint else []
+    if tok.get_vocab_size() < vocab_size:
+        notes.append(f"--vocab-size {vocab_size:,} asked for more tokens than this text gives: the trainer ran out "
+                     f"of {'pieces' if kind == 'unigram' else 'merges'} at {tok.get_vocab_size():,} (every pair "
+                     f"seen at least --min-frequency {min_frequency} times is merged); give it more text"
+                     + (" or a lower --min-frequency" if kind != "unigram" and min_frequency > 1 else ""))
+    return {"kind": kind, "vocab_size": tok.get_vocab_size(), "requested_vocab_size": vocab_size,
+            "documents": documents, "skipped": dict(skipped), "notes": notes, "out": str(out)}
 

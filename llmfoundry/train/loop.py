@@ -70,7 +70,7 @@ def _check_before_work(cfg: TrainConfig, dist: DistInfo) -> tuple[int, int]:
     load_tokenizer(cfg.tokenizer.name)
     check_loader(cfg.train_loader, "train_loader")
     for where, loader in _eval_keys(cfg):
-        check_loader(loader, where)
+        check_loader(loader, where, used=not cfg.eval_interval.is_zero)
     if cfg.precision == "amp_fp8" and dist.device.type == "cpu":
         raise UserError("precision: amp_fp8 needs an H100-class GPU (compute capability 8.9+) and torchao; "
                         "use fp32 or amp_bf16 on CPU")
@@ -432,9 +432,10 @@ class Trainer:
                 break
         self.checkpoints.close()  # an async save in flight is committed (or its failure raised) before "done"
         if log is not None:
-            if not self.preempted:
-                log.message(f"done: {self.step} steps, {self.tokens:,} tokens; checkpoint in {self.ckpt_dir}")
-            log.close()
+            if self.preempted:  # its message said how to continue; the summary is for a finished run
+                log.close()
+            else:
+                log.finish(self.step, read_latest(self.ckpt_dir))
         return last
 
     def _start_over(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from tests.conftest import run_cli
 
@@ -14,6 +15,17 @@ def test_help_lists_verbs_and_options():
         assert verb in result.stdout
     result = run_cli("convert-dataset", "--help")
     assert result.returncode == 0 and "--val-fraction" in result.stdout and "--workers" in result.stdout
+    # fixed choices are listed as such, flags are shown without a value
+    assert "--mode <concat|text>" in result.stdout and "--kind <pretraining|finetuning>" in result.stdout
+    assert re.search(r"^  --overwrite +Replace", result.stdout, re.M) and "<bool>" not in result.stdout
+    result = run_cli("inference-convert", "--help")
+    assert "--dtype <fp32|bf16|fp16>" in result.stdout
+    result = run_cli("eval", "--help")
+    assert "foundry eval yamls/eval/core.yaml variables.model_dir=demo/hf" in result.stdout
+    result = run_cli("train", "--help")
+    assert "0 (the default) trains in this process" in " ".join(result.stdout.split())
+    result = run_cli("--version")
+    assert result.returncode == 0 and re.fullmatch(r"foundry \(llmfoundry\) \d+\.\d+\.\d+\n", result.stdout)
 
 
 def test_tokenizer_then_convert_end_to_end(tmp_path):
@@ -31,7 +43,7 @@ def test_tokenizer_then_convert_end_to_end(tmp_path):
     result = run_cli("convert-dataset", str(corpus), "--out", str(out), "--tokenizer", str(tok),
                      "--text-field", "body", "--max-seq-len", "32", "--val-fraction", "0.1", "--workers", "2")
     assert result.returncode == 0, result.stderr
-    assert "skipped: 1 (malformed_json: 1)" in result.stdout
+    assert "records read: 201 = 200 documents written + 1 skipped (malformed_json: 1)" in result.stdout
     summary = json.loads((out / "conversion.json").read_text())
     assert summary["documents_read"] == 200 and summary["skipped"] == {"malformed_json": 1}
 
@@ -48,6 +60,6 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert "no such file or directory" in result.stderr
     result = run_cli("convert-dataset", str(tmp_path), "--out", str(tmp_path / "o"), "--mode", "bogus")
-    assert result.returncode == 1 and "--mode: got 'bogus'" in result.stderr
+    assert result.returncode == 2 and "'bogus' is not one of 'concat', 'text'" in result.stderr  # a parser choice
     result = run_cli("convert-dataset")
     assert result.returncode == 2  # usage error from the parser

@@ -264,7 +264,7 @@ def test_cli_kind_finetuning(tmp_path):
     src.write_text("".join(json.dumps(r) + "\n" for r in CHAT_EXAMPLES))
     ok = run_cli("convert-dataset", str(src), "-o", str(tmp_path / "mds"), "--kind", "finetuning")
     assert ok.returncode == 0, ok.stderr
-    assert "written: 6" in ok.stdout
+    assert "records read: 6 = 6 documents written + 0 skipped" in ok.stdout
     bad = run_cli("convert-dataset", str(src), "-o", str(tmp_path / "x"), "--kind", "finetuning", "-t", "tok")
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "drop --tokenizer" in bad.stderr
 

@@ -158,3 +158,41 @@ def test_upload_to_s3(tmp_path, gpt2_tokenizer_dir, s3_server):
     with pytest.raises(UserError, match="already holds data"):
         convert_dataset([str(tmp_path / "in")], "s3://corpus/pubmed", tokenizer=str(gpt2_tokenizer_dir),
                         max_seq_len=16, progress=False)
+
+
+def test_summary_adds_up_on_real_pubmed(tmp_path, pubmed_baseline):
+    """Every article of the file is either written or skipped with a reason (the summary used to read
+    "read 33,277 / written 33,277 / skipped 17,511"), for a whole conversion and for one part of two."""
+    import gzip
+
+    from llmfoundry.data.convert import format_summary
+
+    with gzip.open(pubmed_baseline, "rt") as f:  # the file's first 2,000 articles, as a baseline file of its own
+        head, *articles = f.read().split("<PubmedArticle>")[:2001]
+    sample = tmp_path / "pubmed-head.xml"
+    sample.write_text(head + "".join("<PubmedArticle>" + a.split("</PubmedArticle>")[0] + "</PubmedArticle>\n"
+                                     for a in articles) + "</PubmedArticleSet>\n")
+    whole = convert_dataset([str(sample)], str(tmp_path / "whole"), mode="text", progress=False)
+    part = convert_dataset([str(sample)], str(tmp_path / "part"), mode="text", progress=False, shard=(0, 2))
+    articles = len(articles)
+    skipped = sum(whole.skipped.values())
+    assert skipped > 0 and whole.skipped == part.skipped
+    assert format_summary(whole).splitlines()[0] == (
+        f"records read: {articles:,} = {whole.documents_written:,} documents written + {skipped:,} skipped "
+        f"(no_abstract: {whole.skipped['no_abstract']:,})")
+    assert format_summary(part).splitlines()[0] == (
+        f"records read: {articles:,} = {part.documents_written:,} documents written + {skipped:,} skipped "
+        f"(no_abstract: {part.skipped['no_abstract']:,}) + {part.in_other_parts:,} left to the other 1 part")
+    assert whole.documents_written + skipped == articles == part.documents_written + skipped + part.in_other_parts
+
+
+def test_conversion_records_the_tokenizer_vocabulary(tmp_path, gpt2_tokenizer_dir):
+    from llmfoundry.data.provenance import fingerprint, vocabulary
+    from llmfoundry.data.tokenizer import load_tokenizer
+
+    make_corpus(tmp_path / "in", n=5)
+    convert_dataset([str(tmp_path / "in")], str(tmp_path / "out"), tokenizer=str(gpt2_tokenizer_dir), max_seq_len=16,
+                    progress=False)
+    recorded = json.loads((tmp_path / "out" / "conversion.json").read_text())["tokenizer_vocab"]
+    assert recorded == fingerprint(vocabulary(load_tokenizer(gpt2_tokenizer_dir)))
+    assert recorded["size"] == 50257

@@ -18,7 +18,7 @@ def test_pretrain_yaml_validates(path):
     assert cfg.global_train_batch_size % (cfg.device_train_microbatch_size if cfg.device_train_microbatch_size != "auto" else 1) == 0
 
 
-@pytest.mark.parametrize("name", ["core.yaml", "biomedical.yaml"])
+@pytest.mark.parametrize("name", ["core.yaml", "demo.yaml", "biomedical.yaml"])
 def test_eval_yaml_validates(name, monkeypatch):
     monkeypatch.setenv("MEDQA", "/data/medqa.jsonl")
     cfg, _ = load_typed(EvalConfig, REPO / "yamls" / "eval" / name)

@@ -70,3 +70,26 @@ def test_load_tokenizer_errors(tmp_path):
     (tmp_path / "junk").mkdir()
     with pytest.raises(UserError, match="not a loadable tokenizer directory"):
         load_tokenizer(tmp_path / "junk")
+
+
+def test_a_vocabulary_smaller_than_asked_is_said(tmp_path, corpus):
+    """PubMed GPT's --vocab-size 28896 on a small text silently gave 5,258 tokens: the result says so."""
+    result = train_tokenizer([str(corpus)], tmp_path / "tok", kind="bpe", vocab_size=28896, split_by="paragraph")
+    assert result["vocab_size"] < 28896 == result["requested_vocab_size"]
+    (note,) = result["notes"]
+    assert note.startswith(f"--vocab-size 28,896 asked for more tokens than this text gives: the trainer ran out "
+                           f"of merges at {result['vocab_size']:,}")
+    assert "lower --min-frequency" in note
+    assert train_tokenizer([str(corpus)], tmp_path / "small", vocab_size=300, split_by="paragraph")["notes"] == []
+
+
+def test_missing_text_field_suggests_text_field_with_the_keys_found(tmp_path):
+    import json
+
+    path = tmp_path / "notes.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "body": TEXT[i], "meta": {"title": "t"}}) + "\n" for i in range(20)))
+    with pytest.raises(UserError, match=r"no documents to train on \(skipped: \{'missing_text_field': 20\}\); "
+                                        r"20 records have no 'text' field: set --text-field to the key holding "
+                                        r"the text \(string keys in notes.jsonl: body, meta.title\)"):
+        train_tokenizer([str(path)], tmp_path / "tok", vocab_size=300)
+    assert train_tokenizer([str(path)], tmp_path / "tok", vocab_size=300, text_field="body")["documents"] == 20
