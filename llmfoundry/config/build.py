@@ -5,7 +5,8 @@ it knows the handful of types our schemas use (scalars, Optional/unions, Literal
 nested dataclasses, and tagged unions of dataclasses picked by their `name` field).
 
 A dataclass may define a classmethod `config_expand(raw: dict) -> dict` that rewrites the raw mapping
-before validation (models use it to apply a `preset`).
+before validation (models use it to apply a `preset`). A field's range lives in its metadata
+(`field(default=..., metadata={"ge": 0})`) and is checked here for every value a user sets (config/validate.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import typing
 from typing import Any, Callable, Literal, Union
 
 from llmfoundry.config.duration import Duration, DurationError
+from llmfoundry.config.validate import check_field
 from llmfoundry.errors import UserError
 
 # Maps a dotted key to a human description of where it was set ("yamls/a.yaml", "command line").
@@ -61,8 +63,8 @@ def describe(tp: Any) -> str:
     args = typing.get_args(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in args)
-    if origin in (Union, types.UnionType):
-        return " or ".join(describe(a) for a in args)
+    if origin in (Union, types.UnionType):  # tagged unions of dataclasses would read "a mapping or a mapping"
+        return " or ".join(dict.fromkeys(describe(a) for a in args))
     if origin is list:
         return f"a list of {describe(args[0])}" if args else "a list"
     if origin is dict:
@@ -213,7 +215,11 @@ def _convert_dataclass(cls: type, raw: Any, key: str, problems: _Problems) -> An
     for name, field in fields.items():
         sub = _join(key, name)
         if name in raw:
+            errors_before = len(problems.lines)
             kwargs[name] = _convert(hints[name], raw[name], sub, problems)
+            problem = check_field(field.metadata, kwargs[name]) if len(problems.lines) == errors_before else None
+            if problem is not None:
+                problems.add(sub, problem)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             problems.add(sub, f"is required (expected {describe(hints[name])})")
     if len(problems.lines) > before:

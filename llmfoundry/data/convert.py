@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from llmfoundry.data.integrity import HASH
 from llmfoundry.data.sources import InputFormat, SplitBy, discover_inputs, read_documents
 from llmfoundry.errors import UserError
 from llmfoundry.io import atomic_directory, check_output_dir
@@ -288,7 +289,8 @@ def _remote_has_data(remote: str) -> bool:
 
 def mds_writer(local: str, remote: str | None, split: str, columns: dict[str, str], size_limit: int,
                compression: str | None, overwrite: bool) -> Any:
-    """An MDSWriter for one split, uploading to `remote` as shards complete when there is one."""
+    """An MDSWriter for one split, uploading to `remote` as shards complete when there is one; each shard's
+    xxh64 goes into index.json, which the trainer verifies on first read of the shard (data/integrity.py)."""
     from streaming import MDSWriter
 
     target: Any = str(Path(local) / split)
@@ -296,7 +298,7 @@ def mds_writer(local: str, remote: str | None, split: str, columns: dict[str, st
         target = (target, f"{remote.rstrip('/')}/{split}")
     try:
         return MDSWriter(out=target, columns=columns, compression=compression, size_limit=size_limit,
-                         exist_ok=overwrite, progress_bar=False)
+                         hashes=[HASH], exist_ok=overwrite, progress_bar=False)
     except FileExistsError:
         raise UserError(f"{remote or local}/{split}: already holds data; pass --overwrite to replace it") from None
     except ValueError as err:

@@ -105,7 +105,8 @@ def build_loader(cfg: AnyLoaderConfig, *, model: Any, tokenizer: Any, seq_len: i
         if model.num_labels is not None:
             raise UserError(f"{where}.name: a model with num_labels is a classifier; use name: classification")
         return LoaderParts(cfg, MLMCollator(tokenizer, seq_len, cfg.dataset.mlm_probability or 0.3, seed))
-    return LoaderParts(cfg, LMCollator(tokenizer, seq_len, cfg.dataset.eos_token_id))
+    return LoaderParts(cfg, LMCollator(tokenizer, seq_len, cfg.dataset.eos_token_id,
+                                       vocab_size=getattr(model, "vocab_size", None)))
 
 
 def _no_shuffle(ds: Any) -> Any:

@@ -28,12 +28,13 @@ from torch import nn
 from llmfoundry.checkpoint.manager import latest_checkpoint, load_checkpoint, save_checkpoint
 from llmfoundry.config.loader import LoadedConfig
 from llmfoundry.config.schema import FSDPConfig, TrainConfig
-from llmfoundry.data.loaders import LoaderParts, build_loader, check_loader
+from llmfoundry.data.loaders import LoaderParts, build_loader
 from llmfoundry.data.text import DataPosition, StepBatches
 from llmfoundry.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from llmfoundry.errors import UserError
 from llmfoundry.models import build_model
 from llmfoundry.train.optim import build_optimizer
+from llmfoundry.train.preflight import preflight
 from llmfoundry.train.schedule import lr_multiplier, steps_for
 
 # Dense bf16 peak FLOP/s for MFU; unknown devices (CPUs) report no MFU rather than a made-up one.
@@ -45,29 +46,6 @@ def _peak_flops(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
-
-
-def _check_before_work(cfg: TrainConfig, dist: DistInfo) -> tuple[int, int]:
-    """Everything that can be wrong with the config, found before any model or data is built."""
-    from llmfoundry.data.tokenizer import load_tokenizer
-
-    micro = cfg.device_train_microbatch_size
-    per_rank, rest = divmod(cfg.global_train_batch_size, dist.world_size)
-    if rest:
-        raise UserError(f"global_train_batch_size: {cfg.global_train_batch_size} is not divisible by the "
-                        f"{dist.world_size} processes")
-    if micro == "auto":
-        micro = per_rank  # the data comes as whole per-process batches; _fitting_forward_backward splits them
-    if per_rank % micro:
-        raise UserError(f"device_train_microbatch_size: {micro} does not divide the per-process batch {per_rank} "
-                        f"(global_train_batch_size {cfg.global_train_batch_size} / {dist.world_size} processes)")
-    load_tokenizer(cfg.tokenizer.name)
-    check_loader(cfg.train_loader, "train_loader")
-    if cfg.eval_loader is not None:
-        check_loader(cfg.eval_loader, "eval_loader")
-    if cfg.precision == "amp_fp16" and dist.device.type == "cpu":
-        raise UserError("precision: amp_fp16 needs a GPU; use fp32 or amp_bf16 on CPU")
-    return micro, per_rank // micro
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> Any:
@@ -98,7 +76,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, loaded: LoadedConfig) -> None:
         self.cfg = cfg
         self.dist = init_distributed(cfg.dist_timeout)
-        self.micro, self.accumulation = _check_before_work(cfg, self.dist)
+        self.micro, self.accumulation = preflight(cfg, self.dist, loaded.origin)
         self.auto_micro = cfg.device_train_microbatch_size == "auto"
         self.log: Any = None  # MetricLoggers on rank 0 while fit() runs
         self.run_dir = Path(cfg.save_folder)  # type: ignore[arg-type]
