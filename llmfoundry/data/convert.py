@@ -31,7 +31,7 @@ import numpy as np
 from llmfoundry.data.integrity import HASH
 from llmfoundry.data.sources import InputFormat, SplitBy, discover_inputs, read_documents
 from llmfoundry.errors import UserError
-from llmfoundry.io import atomic_directory, check_output_dir
+from llmfoundry.io import atomic_directory, check_disjoint, check_output_dir
 
 Mode = Literal["concat", "text"]
 SPLITS = ("train", "val")
@@ -208,6 +208,8 @@ def convert_dataset(
     compression = None if compression in (None, "", "none") else compression
     remote = check_output(out, overwrite)
     paths = discover_inputs(inputs, input_format)
+    if remote is None:
+        check_disjoint(out, [*inputs, *paths])
     tokenizer_json, prefix, suffix = _prepare_tokenizer(tokenizer, mode, bos)
 
     summary = ConversionSummary(mode=mode, max_seq_len=max_seq_len if mode == "concat" else None,
@@ -224,7 +226,7 @@ def convert_dataset(
             yield doc
 
     start = time.perf_counter()
-    with staged_output(out, remote, overwrite) as local:
+    with staged_output(out, remote, overwrite, estimate=_input_bytes(paths)) as local:
         _write(counted(docs), local, remote, summary, mode, tokenizer_json, prefix, suffix, val_fraction,
                workers, size_limit, compression, max_seq_len, overwrite, progress)
         summary.skipped = dict(skipped)
@@ -243,12 +245,18 @@ def check_output(out: str, overwrite: bool) -> str | None:
     return remote
 
 
+def _input_bytes(paths: list[Path]) -> int:
+    """The inputs' size: about what the shards take (int32 tokens of ~4-byte BPE tokens, or the raw text)."""
+    return sum(p.stat().st_size for p in paths)
+
+
 @contextlib.contextmanager
-def staged_output(out: str, remote: str | None, overwrite: bool) -> Iterator[str]:
+def staged_output(out: str, remote: str | None, overwrite: bool, estimate: int | None = None) -> Iterator[str]:
     """Where the shards are written: a temporary directory renamed to `out` when complete, or, for a remote
-    `out`, a scratch directory the MDS writers upload from (the `index.json` files land last)."""
+    `out`, a scratch directory the MDS writers upload from (the `index.json` files land last). A full or
+    read-only disk is one line naming `out` and the free space (`estimate`: bytes the output may need)."""
     if remote is None:
-        with atomic_directory(out, overwrite=overwrite) as tmp:
+        with atomic_directory(out, overwrite=overwrite, estimate=estimate) as tmp:
             yield str(tmp)
     else:
         with tempfile.TemporaryDirectory(prefix="foundry-convert-") as tmp:

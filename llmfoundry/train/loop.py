@@ -32,6 +32,7 @@ from llmfoundry.data.loaders import LoaderParts, build_loader
 from llmfoundry.data.text import DataPosition, StepBatches
 from llmfoundry.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from llmfoundry.errors import UserError
+from llmfoundry.io import disk_errors, write_text_atomic
 from llmfoundry.models import build_model
 from llmfoundry.train.optim import build_optimizer
 from llmfoundry.train.preflight import preflight
@@ -231,8 +232,9 @@ class Trainer:
 
         cfg, dist = self.cfg, self.dist
         if dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(self.config_yaml)
+            with disk_errors(self.run_dir):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.run_dir / "config.yaml", self.config_yaml)
         barrier()
         if self.resume_from is not None:
             self._restore(self.resume_from, weights_only=False)
@@ -240,9 +242,10 @@ class Trainer:
             from llmfoundry.checkpoint.reader import resolve_checkpoint
 
             self._restore(resolve_checkpoint(cfg.load_path), weights_only=cfg.load_weights_only)
-        log = MetricLoggers(self.run_dir, cfg.loggers, run_name=cfg.run_name,
-                            config=yaml.safe_load(self.config_yaml), total_steps=self.max_steps,
-                            progress_bar=cfg.progress_bar, log_to_console=cfg.log_to_console) if dist.is_main else None
+        with disk_errors(self.run_dir):  # metrics.jsonl (and any logger's files) open here
+            log = MetricLoggers(self.run_dir, cfg.loggers, run_name=cfg.run_name,
+                                config=yaml.safe_load(self.config_yaml), total_steps=self.max_steps,
+                                progress_bar=cfg.progress_bar, log_to_console=cfg.log_to_console) if dist.is_main else None
         self.log = log
         log_every = max(self._steps(cfg.console_log_interval), 1)
         save_every = self._steps(cfg.save_interval) if not cfg.save_interval.is_zero else 0
