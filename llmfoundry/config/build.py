@@ -182,7 +182,7 @@ def _convert_tagged(members: list[type], raw: Any, key: str, problems: _Problems
     if name is None:
         problems.add(_join(key, "name"), f"is required (one of {', '.join(map(repr, names))})")
         return None
-    if name not in names:
+    if not isinstance(name, str) or name not in names:
         problems.add(
             _join(key, "name"),
             f"got {name!r}, expected one of {', '.join(map(repr, names))}{_suggest(str(name), list(names))}",
@@ -197,15 +197,14 @@ def _convert_dataclass(cls: type, raw: Any, key: str, problems: _Problems) -> An
     if not isinstance(raw, dict):
         problems.add(key, f"got {raw!r}, expected a mapping")
         return None
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     expand = getattr(cls, "config_expand", None)
     if expand is not None:
         try:
             raw = expand(dict(raw))
         except UserError as err:
-            for line in err.problems:
-                problems.add(key, line)
+            _add_field_lines(err, fields, key, problems)
             return None
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     unknown = [k for k in raw if k not in fields]
     for name in unknown:
@@ -226,14 +225,19 @@ def _convert_dataclass(cls: type, raw: Any, key: str, problems: _Problems) -> An
         return None  # cross-field checks in __post_init__ would only add noise now
     try:
         return cls(**kwargs)
-    except UserError as err:  # __post_init__ cross-field checks, written as "field: message"
-        for line in err.problems:
-            head, sep, rest = line.partition(": ")
-            if sep and head in fields:
-                problems.add(_join(key, head), rest)
-            else:
-                problems.add(key, line)
+    except UserError as err:  # __post_init__ cross-field checks
+        _add_field_lines(err, fields, key, problems)
         return None
+
+
+def _add_field_lines(err: UserError, fields: dict[str, Any], key: str, problems: _Problems) -> None:
+    """Lines written as "field: message" by config_expand or __post_init__ are filed under key.field."""
+    for line in err.problems:
+        head, sep, rest = line.partition(": ")
+        if sep and head in fields:
+            problems.add(_join(key, head), rest)
+        else:
+            problems.add(key, line)
 
 
 def _suggest(word: str, options: list[str]) -> str:

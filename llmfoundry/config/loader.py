@@ -7,8 +7,9 @@ LLM Foundry. Every layer is kept so a problem can name the file that set the off
 
 Mistakes YAML or OmegaConf would let through or turn into tracebacks are refused here, naming the file (and
 line): a key given twice in one mapping (yaml keeps the last silently), an empty file, an override with broken
-flow syntax (`optimizer.lr=[1,`), and a list in one layer where another layer has a mapping (OmegaConf's
-"Cannot merge incompatible container types", which names neither the key nor the files).
+flow syntax (`optimizer.lr=[1,`). A list in one layer where an earlier one has a mapping (OmegaConf's
+"Cannot merge incompatible container types", which names neither the key nor the files) replaces it, as a
+scalar would, and the builder then judges the value like any other.
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> LoadedC
 
 
 def _merge(layers: list[tuple[str, DictConfig]], loaded: LoadedConfig) -> DictConfig:
-    """Merge the layers in order; a mapping in one and a list in another is one line per key, naming both."""
+    """Merge the layers in order. Where one layer has a mapping and a later one a list (or the reverse),
+    OmegaConf raises "Cannot merge incompatible container types" naming neither key nor file; here the
+    later layer wins, as it does for scalars, so the builder checks the value and names the key and the
+    layer that set it, together with every other problem."""
     merged = OmegaConf.create({})
     for index, (name, cfg) in enumerate(layers):
         try:
@@ -84,31 +88,33 @@ def _merge(layers: list[tuple[str, DictConfig]], loaded: LoadedConfig) -> DictCo
         except TypeError as err:
             if "incompatible container types" not in str(err):
                 raise
-            before = LoadedConfig(data={}, layers=loaded.layers[:index])
-            clashes = _clashes(OmegaConf.to_container(merged, resolve=False), loaded.layers[index][1], "")
+            earlier = OmegaConf.to_container(merged, resolve=False)
+            clashes = _clashes(earlier, loaded.layers[index][1], [])
             if not clashes:
                 raise
-            raise UserError(*(f"{name}: {key}: {_kind(new)} here, but {before.origin(key)} sets {_kind(old)}; "
-                              "use the same kind of value in both" for key, old, new in clashes)) from None
+            for path in clashes:
+                _parent(earlier, path).pop(path[-1])
+            merged = OmegaConf.merge(OmegaConf.create(earlier), cfg)
     return merged
 
 
-def _clashes(old: Any, new: Any, prefix: str) -> list[tuple[str, Any, Any]]:
-    """(dotted key, old value, new value) wherever one side is a mapping and the other a list."""
+def _clashes(old: Any, new: Any, prefix: list[str]) -> list[list[str]]:
+    """Key paths where one side is a mapping and the other a list."""
     found = []
     for key, value in new.items():
         if key not in old:
             continue
-        dotted = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(old[key], dict) and isinstance(value, dict):
-            found += _clashes(old[key], value, dotted)
+            found += _clashes(old[key], value, [*prefix, key])
         elif {type(old[key]), type(value)} == {dict, list}:
-            found.append((dotted, old[key], value))
+            found.append([*prefix, key])
     return found
 
 
-def _kind(value: Any) -> str:
-    return "a mapping" if isinstance(value, dict) else "a list"
+def _parent(tree: dict[str, Any], path: list[str]) -> dict[str, Any]:
+    for key in path[:-1]:
+        tree = tree[key]
+    return tree
 
 
 def _read_layers(path: Path, layers: list[tuple[str, DictConfig]], stack: list[Path]) -> None:
