@@ -48,14 +48,15 @@ DISK_ERRORS = {
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
 }
-_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # safetensors' SafetensorError carries only this text
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # what Rust writers' errors carry (safetensors, tokenizers)
 
 
 def disk_errno(err: BaseException) -> int | None:
-    """The errno of a full/read-only-disk failure (an OSError, or a Rust writer's error text), else None."""
+    """The errno of a full/read-only-disk failure (an OSError, or the text of a Rust writer's error), else None."""
     if isinstance(err, OSError):
         return err.errno if err.errno in DISK_ERRORS else None
-    if type(err).__name__ == "SafetensorError" and (match := _RUST_OS_ERROR.search(str(err))):
+    rust = type(err).__name__ == "SafetensorError" or type(err) is Exception  # tokenizers raises a bare Exception
+    if rust and (match := _RUST_OS_ERROR.search(str(err))):
         code = int(match.group(1))
         return code if code in DISK_ERRORS else None
     return None
@@ -87,7 +88,7 @@ def disk_errors(path: str | Path, need: int | None = None) -> Iterator[None]:
         if disk_errno(err) is None:
             raise
         raise UserError(disk_message(path, err.errno, need)) from None
-    except Exception as err:  # only safetensors' SafetensorError (a Rust I/O error as text) is translated
+    except Exception as err:  # only Rust writers' I/O errors (safetensors, tokenizers: errno as text) translated
         code = disk_errno(err)
         if code is None:
             raise

@@ -92,11 +92,16 @@ class CheckedStreamingDataset(StreamingDataset):
                    for raw, zipped in self.shards[shard_id].file_pairs)
 
     def get_item(self, sample_id: int, retry: int = 7) -> Any:
+        """The sample, after its shard's hash was checked: before decoding anything from a local shard (a
+        garbled header must not become a decoding error), after the download for a remote one."""
         shard_id, offset = self.spanner[sample_id]
-        stream = self.streams[self.stream_per_shard[shard_id]]
-        if stream.remote is None and not self._has_local_copy(shard_id):
-            raise UserError(f"{self.shard_file(shard_id)}: shard file is missing (deleted while training?); "
-                            "restore it or re-run `foundry convert-dataset`")
+        local_only = self.streams[self.stream_per_shard[shard_id]].remote is None
+        if local_only:
+            if not self._has_local_copy(shard_id):
+                raise UserError(f"{self.shard_file(shard_id)}: shard file is missing (deleted while training?); "
+                                "restore it or re-run `foundry convert-dataset`")
+            if shard_id not in self._verified and self.shard_file(shard_id).is_file():
+                self._verify(shard_id)
         item = super().get_item(sample_id, retry)
         if shard_id not in self._verified:
             self._verify(shard_id)
