@@ -103,9 +103,9 @@ def check_item(cfg: ICLTaskConfig, item: Any, where: str) -> None:
             options = item[key]
             if not options:
                 raise UserError(f"{where}: '{key}' is empty; give at least one option")
-            wrong = next((o for o in options if not isinstance(o, str)), None)
-            if wrong is not None:
-                raise UserError(f"{where}: '{key}' must hold strings, got {wrong!r}")
+            wrong = [o for o in options if not isinstance(o, str)]
+            if wrong:
+                raise UserError(f"{where}: '{key}' must hold strings, got {wrong[0]!r}")
             if not 0 <= item["gold"] < len(options):
                 raise UserError(f"{where}: gold={item['gold']} is out of range for {len(options)} options")
     if cfg.has_categories and "category" not in item:

@@ -148,12 +148,13 @@ def parameter_estimate(model: Any) -> int | None:
     if isinstance(model, GptArgs):
         model = model.to_mpt()
     if isinstance(model, MptArgs):
-        width, hidden = model.d_model, model.ffn_hidden
+        width, hidden, gated = model.d_model, model.ffn_hidden, model.ffn_config.ffn_type == "mptglu"
     elif isinstance(model, BertArgs):
-        width, hidden = model.d_model, model.intermediate_size
+        width, hidden, gated = model.d_model, model.intermediate_size, not model.classic
     else:
         return None
-    return model.padded_vocab_size * width + model.n_layers * (2 * width * width + 2 * width * hidden)
+    mlp = (3 if gated else 2) * width * hidden
+    return model.padded_vocab_size * width + model.n_layers * (2 * width * width + mlp)
 
 
 def _memory(cfg: TrainConfig, dist: DistInfo, problems: _Problems) -> int | None:
