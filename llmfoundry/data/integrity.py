@@ -9,7 +9,8 @@ JSONDecodeError or "Background thread failed". So:
   exists with the size it records (a stat per shard: free);
 - `CheckedStreamingDataset` (while reading): the first time a process touches a shard it hashes the whole
   file (xxh64, written by convert-dataset; about 1 GB/s, once per shard per process) and compares it with
-  index.json; a shard that disappears later is one line naming it, not a retry loop and a thread traceback.
+  index.json; a shard that disappears later is one line naming it, not a retry loop and a thread traceback;
+- `verify_split`: both at once, for readers that load a whole split at start (finetuning MDS).
 
 Token ids are bound-checked against the vocabulary per batch by the collator (data/text.py), which names
 the shard and sample from the `WHERE` key this dataset adds to each sample.
@@ -67,6 +68,29 @@ def _check_shard(split_dir: Path, index_path: Path, number: int, shard: Any) -> 
     return None
 
 
+def verify_split(split_dir: Path) -> None:
+    """check_split, then every shard's hash: for readers that load a whole split at start (finetuning MDS),
+    where hashing it all costs one more read of data they read entirely anyway."""
+    check_split(split_dir)
+    index = json.loads((split_dir / "index.json").read_text(encoding="utf-8"))
+    for shard in index["shards"]:
+        expected = (shard["raw_data"].get("hashes") or {}).get(HASH)
+        path = split_dir / shard["raw_data"]["basename"]
+        if expected is not None and path.is_file() and _xxh64(path) != expected:
+            raise UserError(f"{path}: content does not match its {HASH} hash in index.json (the shard is damaged); "
+                            "re-run `foundry convert-dataset`")
+
+
+def _xxh64(path: Path) -> str:
+    import xxhash
+
+    digest = xxhash.xxh64()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 class CheckedStreamingDataset(StreamingDataset):
     """StreamingDataset that verifies each shard's hash on first use and names the file when one goes bad."""
 
@@ -110,18 +134,11 @@ class CheckedStreamingDataset(StreamingDataset):
         return item
 
     def _verify(self, shard_id: int) -> None:
-        import xxhash
-
         info = self.shards[shard_id].raw_data
         expected = (info.hashes or {}).get(HASH)
         path = self.shard_file(shard_id)
-        if expected is not None:
-            digest = xxhash.xxh64()
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 24):
-                    digest.update(chunk)
-            if digest.hexdigest() != expected:
-                raise UserError(f"{path}: content does not match its {HASH} hash in index.json (the shard is "
-                                "damaged); re-run `foundry convert-dataset`")
+        if expected is not None and _xxh64(path) != expected:
+            raise UserError(f"{path}: content does not match its {HASH} hash in index.json (the shard is "
+                            "damaged); re-run `foundry convert-dataset`")
         self._verified.add(shard_id)
 

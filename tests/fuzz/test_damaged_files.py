@@ -22,6 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmfoundry.cli import app
+from llmfoundry.errors import UserError
 from tests.fuzz.conftest import record
 
 SHARD = "shard.00000.mds"
@@ -110,6 +111,39 @@ def test_damaged_data_is_one_line_naming_the_file(case: str, tiny: dict[str, Pat
         held = True
     finally:
         record("damaged-data", held)
+
+
+def test_a_shard_deleted_mid_run_is_named(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """After the start-up checks passed: the sample read after the deletion names the file (streaming would
+    retry, fail in its prefetch thread and print that thread's traceback)."""
+    from llmfoundry.data.integrity import CheckedStreamingDataset
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny["data"], data)
+    dataset = CheckedStreamingDataset(local=str(data / "train"), batch_size=4, num_canonical_nodes=1)
+    samples = iter(dataset)
+    first = next(samples)
+    assert first["__where__"] == (str(data / "train" / SHARD), 0)
+    (data / "train" / SHARD).unlink()
+    with pytest.raises(UserError, match=f"{data / 'train' / SHARD}: shard file is missing"):
+        for _ in samples:
+            pass
+    record("damaged-data", True)
+
+
+def test_damaged_finetuning_shards_are_named(tmp_path: Path) -> None:
+    from llmfoundry.config.schema import FinetuneDatasetConfig
+    from llmfoundry.data.convert_finetune import convert_finetuning
+    from llmfoundry.data.finetune import read_records
+
+    source = tmp_path / "ex.jsonl"
+    source.write_text("".join(json.dumps({"prompt": f"q{i}", "response": f"a{i}"}) + "\n" for i in range(50)))
+    convert_finetuning([str(source)], str(tmp_path / "mds"))
+    shard = tmp_path / "mds" / "train" / SHARD
+    _flip(shard.parent)
+    with pytest.raises(UserError, match=f"{shard}: content does not match its xxh64 hash"):
+        list(read_records(FinetuneDatasetConfig(local=str(tmp_path / "mds")), "train_loader.dataset"))
+    record("damaged-data", True)
 
 
 def test_samples_shorter_than_the_sequence_name_the_shard(tiny: dict[str, Path], tmp_path: Path) -> None:
