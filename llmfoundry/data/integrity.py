@@ -112,8 +112,8 @@ class CheckedStreamingDataset(StreamingDataset):
 
     def _has_local_copy(self, shard_id: int) -> bool:
         directory = self.shard_file(shard_id).parent
-        return any((directory / raw.basename).is_file() or (zipped is not None and (directory / zipped.basename).is_file())
-                   for raw, zipped in self.shards[shard_id].file_pairs)
+        names = [info.basename for pair in self.shards[shard_id].file_pairs for info in pair if info is not None]
+        return any((directory / name).is_file() for name in names)
 
     def get_item(self, sample_id: int, retry: int = 7) -> Any:
         """The sample, after its shard's hash was checked: before decoding anything from a local shard (a

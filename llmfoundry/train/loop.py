@@ -30,7 +30,7 @@ from llmfoundry.config.loader import LoadedConfig
 from llmfoundry.config.schema import FSDPConfig, TrainConfig
 from llmfoundry.data.loaders import LoaderParts, build_loader
 from llmfoundry.data.text import DataPosition, StepBatches
-from llmfoundry.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from llmfoundry.distributed import all_reduce_sum, barrier, init_distributed, shutdown
 from llmfoundry.errors import UserError
 from llmfoundry.io import disk_errors, write_text_atomic
 from llmfoundry.models import build_model
@@ -245,7 +245,8 @@ class Trainer:
         with disk_errors(self.run_dir):  # metrics.jsonl (and any logger's files) open here
             log = MetricLoggers(self.run_dir, cfg.loggers, run_name=cfg.run_name,
                                 config=yaml.safe_load(self.config_yaml), total_steps=self.max_steps,
-                                progress_bar=cfg.progress_bar, log_to_console=cfg.log_to_console) if dist.is_main else None
+                                progress_bar=cfg.progress_bar,
+                                log_to_console=cfg.log_to_console) if dist.is_main else None
         self.log = log
         log_every = max(self._steps(cfg.console_log_interval), 1)
         save_every = self._steps(cfg.save_interval) if not cfg.save_interval.is_zero else 0

@@ -60,8 +60,8 @@ def test_bad_eval_item_in_a_subprocess(tmp_path: Path) -> None:
     task = tmp_path / "task.jsonl"
     task.write_bytes(b'{"query": "q", "choices": ["a", "b"], "gold": 0}\n[1, 2]\n')
     cfg = tmp_path / "eval.yaml"
-    cfg.write_text(f"models:\n- model_name: m\n  model: {{name: hf_causal_lm, pretrained_model_name_or_path: {tmp_path}}}\n"
-                   f"  tokenizer: {{name: {tmp_path}}}\nicl_tasks:\n- label: t\n  dataset_uri: {task}\n"
+    cfg.write_text(f"models:\n- model_name: m\n  model: {{name: hf_causal_lm, "
+                   f"pretrained_model_name_or_path: {tmp_path}}}\n  tokenizer: {{name: {tmp_path}}}\nicl_tasks:\n- label: t\n  dataset_uri: {task}\n"
                    "  icl_task_type: multiple_choice\n")
     (tmp_path / "config.json").write_text("{}")
     proc = run_cli("eval", str(cfg))

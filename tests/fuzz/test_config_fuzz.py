@@ -33,7 +33,8 @@ _BASE_RAW = yaml.safe_load(BASE.format(tok="t", data="d", run="r"))
 LEAVES = leaves(TrainConfig, _BASE_RAW)
 # (key, strategy of bad values, kind) for every field that has some bad value to give
 CANDIDATES = [(leaf, strategy, kind) for leaf in LEAVES
-              for kind, strategy in (("type", wrong_type(leaf)), ("range", out_of_range(leaf))) if not strategy.is_empty]
+              for kind, strategy in (("type", wrong_type(leaf)), ("range", out_of_range(leaf)))
+              if not strategy.is_empty]
 MAPPINGS = [""] + [leaf.key for leaf in LEAVES if leaf.is_mapping]
 
 

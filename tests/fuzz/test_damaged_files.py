@@ -84,8 +84,7 @@ DATA_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "index is a list": (lambda s: (s / "index.json").write_text("[]"), "index.json"),
     "index empty": (lambda s: (s / "index.json").write_text(""), "index.json"),
     "index shard without raw_data": (lambda s: _rewrite_index(s, lambda i: {"shards": [{"samples": 3}]}), "index.json"),
-    "shard cut in half": (lambda s: (s / SHARD).write_bytes((s / SHARD).read_bytes()[: (s / SHARD).stat().st_size // 2]),
-                          SHARD),
+    "shard cut in half": (lambda s: (s / SHARD).write_bytes((s / SHARD).read_bytes()[:1000]), SHARD),
     "shard grown": (lambda s: (s / SHARD).write_bytes((s / SHARD).read_bytes() + b"\0" * 100), SHARD),
     "shard deleted": (lambda s: (s / SHARD).unlink(), SHARD),
     "shard replaced by a directory": (lambda s: ((s / SHARD).unlink(), (s / SHARD).mkdir()), SHARD),
@@ -103,8 +102,8 @@ def test_damaged_data_is_one_line_naming_the_file(case: str, tiny: dict[str, Pat
     run = tmp_path / "run"
     held = False
     try:
-        line = _one_line(_invoke("train", str(tiny["base"]), f"train_loader.dataset.local={data}", f"save_folder={run}"),
-                         name, str(data / "train"))
+        result = _invoke("train", str(tiny["base"]), f"train_loader.dataset.local={data}", f"save_folder={run}")
+        line = _one_line(result, name, str(data / "train"))
         if case == "token ids out of range":
             assert "sample 3: holds token id 60000" in line and "vocabulary" in line, line
         assert not list(run.glob("checkpoints/step-*")), "a checkpoint was written from damaged data"
@@ -152,8 +151,9 @@ def test_samples_shorter_than_the_sequence_name_the_shard(tiny: dict[str, Path],
     data = tmp_path / "data"
     shutil.copytree(tiny["data"], data)
     (data / "conversion.json").unlink()
-    result = _invoke("train", str(tiny["base"]), f"train_loader.dataset.local={data}", f"eval_loader.dataset.local={data}",
-                     f"save_folder={tmp_path / 'run'}", "train_loader.dataset.max_seq_len=48", "model.max_seq_len=48")
+    result = _invoke("train", str(tiny["base"]), f"train_loader.dataset.local={data}",
+                     f"eval_loader.dataset.local={data}", f"save_folder={tmp_path / 'run'}",
+                     "train_loader.dataset.max_seq_len=48", "model.max_seq_len=48")
     line = _one_line(result, str(data / "train" / SHARD))
     assert "holds 32 tokens, fewer than the 48" in line
 
