@@ -170,14 +170,15 @@ class StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            key = self.construct_object(key_node, deep=True)
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
             try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
+                first = seen.get(key)
             except TypeError:  # an unhashable key: SafeLoader's own error says so
                 continue
-            if first != key_node.start_mark.line + 1:
-                raise ConstructorError(None, None, f"key {key!r} is given twice (lines {first} and "
-                                       f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            if first is not None:
+                raise ConstructorError(None, None, f"key {key!r} is given twice (lines {first} and {line}); keep one",
+                                       key_node.start_mark)
+            seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
 

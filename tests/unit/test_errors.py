@@ -56,6 +56,13 @@ def test_duplicate_keys_name_file_and_both_lines(tmp_path):
         load_config(path)
 
 
+def test_duplicate_keys_on_one_line(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(MINIMAL + "optimizer: {lr: 1.0e-3, lr: 2.0e-3}\n")
+    with pytest.raises(UserError, match=r"line 6: invalid YAML: key 'lr' is given twice \(lines 6 and 6\)"):
+        load_config(path)
+
+
 def test_yaml_merge_keys_may_still_be_overridden(tmp_path):
     path = tmp_path / "a.yaml"
     path.write_text(MINIMAL + "defaults: &d {lr: 1.0e-3, eps: 1.0e-8}\noptimizer:\n  <<: *d\n  lr: 2.0e-3\n")
