@@ -45,9 +45,8 @@ DISK_ERRORS = {
     errno.EFBIG: "a file-size limit (ulimit -f) was reached",
     errno.EDQUOT: "the disk quota is exceeded",
     errno.EROFS: "the file system is read-only",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-}
+}  # not EACCES: inside a writing block an unreadable *input* would be blamed on the output (permissions on the
+#    output itself are probed by check_output_dir before any work)
 _RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # what Rust writers' errors carry (safetensors, tokenizers)
 
 
