@@ -14,7 +14,7 @@ class UserError(Exception):
     def __init__(self, *problems: str) -> None:
         if not problems:
             raise ValueError("UserError needs at least one message")
-        self.problems = list(problems)
+        self.problems = _from_worker(problems[0]) if len(problems) == 1 else list(problems)
         super().__init__("\n".join(self.problems))
 
 
@@ -33,3 +33,13 @@ class RunFailure(Exception):
             raise ValueError("RunFailure needs at least one message")
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+_WORKER_HEADER = "Caught UserError in DataLoader worker"
+_TAIL = f"{__name__}.UserError: "
+
+
+def _from_worker(message: str) -> list[str]:
+    """torch's DataLoader re-raises a worker's exception as `UserError(header + formatted traceback)`; keep
+    only the original problem lines (the traceback's last entry), so the user still sees one line each."""
+    if message.startswith(_WORKER_HEADER) and _TAIL in message:
+        return message.rsplit(_TAIL, 1)[1].rstrip("\n").splitlines()
+    return [message]

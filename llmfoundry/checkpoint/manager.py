@@ -115,6 +115,14 @@ def _why(err: BaseException, folder: Path, need: int) -> str:
     return "a write failed"
 
 
+def local_run_dir(save_folder: str, staging: str | None) -> Path:
+    """Where a run's files live on this machine: save_folder, or for an s3:// one its local staging folder."""
+    from llmfoundry.checkpoint.remote import cache_dir
+    from llmfoundry.io import is_s3
+
+    return Path(staging or cache_dir(save_folder)) if is_s3(save_folder) else Path(save_folder)
+
+
 class CheckpointManager:
     """The checkpoints of one run: where resumption starts, and writing new ones (in the foreground or background)."""
 
@@ -145,11 +153,10 @@ class CheckpointManager:
     def for_run(cls, save_folder: str, *, staging: str | None, config_yaml: str, keep: int,
                 save_async: bool) -> CheckpointManager:
         """Checkpoints under save_folder, or for an s3:// save_folder under a local staging folder mirrored there."""
-        from llmfoundry.checkpoint.remote import cache_dir
         from llmfoundry.io import is_s3
 
         remote = RemoteFolder(save_folder) if is_s3(save_folder) else None
-        run_dir = Path(staging or cache_dir(save_folder)) if remote else Path(save_folder)
+        run_dir = local_run_dir(save_folder, staging)
         return cls(run_dir / "checkpoints", config_yaml=config_yaml, keep=keep, save_async=save_async, remote=remote)
 
     # -- starting ---------------------------------------------------------------------------------------

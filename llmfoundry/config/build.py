@@ -5,7 +5,8 @@ it knows the handful of types our schemas use (scalars, Optional/unions, Literal
 nested dataclasses, and tagged unions of dataclasses picked by their `name` field).
 
 A dataclass may define a classmethod `config_expand(raw: dict) -> dict` that rewrites the raw mapping
-before validation (models use it to apply a `preset`).
+before validation (models use it to apply a `preset`). A field's range lives in its metadata
+(`field(default=..., metadata={"ge": 0})`) and is checked here for every value a user sets (config/validate.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import typing
 from typing import Any, Callable, Literal, Union
 
 from llmfoundry.config.duration import Duration, DurationError
+from llmfoundry.config.validate import check_field
 from llmfoundry.errors import UserError
 
 # Maps a dotted key to a human description of where it was set ("yamls/a.yaml", "command line").
@@ -61,8 +63,8 @@ def describe(tp: Any) -> str:
     args = typing.get_args(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in args)
-    if origin in (Union, types.UnionType):
-        return " or ".join(describe(a) for a in args)
+    if origin in (Union, types.UnionType):  # tagged unions of dataclasses would read "a mapping or a mapping"
+        return " or ".join(dict.fromkeys(describe(a) for a in args))
     if origin is list:
         return f"a list of {describe(args[0])}" if args else "a list"
     if origin is dict:
@@ -183,7 +185,7 @@ def _convert_tagged(members: list[type], raw: Any, key: str, problems: _Problems
     if name is None:
         problems.add(_join(key, "name"), f"is required (one of {', '.join(map(repr, names))})")
         return None
-    if name not in names:
+    if not isinstance(name, str) or name not in names:
         problems.add(
             _join(key, "name"),
             f"got {name!r}, expected one of {', '.join(map(repr, names))}{_suggest(str(name), list(names))}",
@@ -198,20 +200,14 @@ def _convert_dataclass(cls: type, raw: Any, key: str, problems: _Problems) -> An
     if not isinstance(raw, dict):
         problems.add(key, f"got {raw!r}, expected a mapping")
         return None
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     expand = getattr(cls, "config_expand", None)
     if expand is not None:
         try:
             raw = expand(dict(raw))
-        except UserError as err:  # lines written as "field[.sub]: message" name their key
-            fields = {f.name for f in dataclasses.fields(cls)}
-            for line in err.problems:
-                head, sep, rest = line.partition(": ")
-                if sep and head.split(".")[0].split("[")[0] in fields:
-                    problems.add(_join(key, head), rest)
-                else:
-                    problems.add(key, line)
+        except UserError as err:
+            _add_field_lines(err, fields, key, problems)
             return None
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     unknown = [k for k in raw if k not in fields]
     for name in unknown:
@@ -221,21 +217,30 @@ def _convert_dataclass(cls: type, raw: Any, key: str, problems: _Problems) -> An
     for name, field in fields.items():
         sub = _join(key, name)
         if name in raw:
+            errors_before = len(problems.lines)
             kwargs[name] = _convert(hints[name], raw[name], sub, problems)
+            problem = check_field(field.metadata, kwargs[name]) if len(problems.lines) == errors_before else None
+            if problem is not None:
+                problems.add(sub, problem)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             problems.add(sub, f"is required (expected {describe(hints[name])})")
     if len(problems.lines) > before:
         return None  # cross-field checks in __post_init__ would only add noise now
     try:
         return cls(**kwargs)
-    except UserError as err:  # __post_init__ cross-field checks, written as "field: message"
-        for line in err.problems:
-            head, sep, rest = line.partition(": ")
-            if sep and head in fields:
-                problems.add(_join(key, head), rest)
-            else:
-                problems.add(key, line)
+    except UserError as err:  # __post_init__ cross-field checks
+        _add_field_lines(err, fields, key, problems)
         return None
+
+
+def _add_field_lines(err: UserError, fields: dict[str, Any], key: str, problems: _Problems) -> None:
+    """Lines written as "field[.sub]: message" by config_expand or __post_init__ are filed under key.field."""
+    for line in err.problems:
+        head, sep, rest = line.partition(": ")
+        if sep and head.split(".")[0].split("[")[0] in fields:
+            problems.add(_join(key, head), rest)
+        else:
+            problems.add(key, line)
 
 
 def _suggest(word: str, options: list[str]) -> str:

@@ -41,6 +41,8 @@ class Duration:
         if isinstance(raw, bool):
             raise DurationError(f"expected a time string like '100ba', got {raw!r}")
         if isinstance(raw, int):
+            if raw < 0:
+                raise DurationError(f"expected a time string like '100ba' or a whole number of epochs, got {raw}")
             return cls(float(raw), "ep")
         if not isinstance(raw, str):
             raise DurationError(f"expected a time string like '100ba', got {raw!r}")

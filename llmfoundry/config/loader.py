@@ -3,7 +3,14 @@
 Layering order (later wins): each file named in `base:` (recursively, relative to the file naming it),
 then the file itself, then `key=value` overrides from the command line. `${variables.x}`, any other
 `${a.b}`, `${oc.env:VAR,default}` and `${asset:NAME}` (a tokenizer or benchmark folder that `make install`
-provides, see llmfoundry/assets) are resolved once at the end; `variables:` is then dropped, as in LLM Foundry. Every layer is kept so a problem can name the file that set the offending key.
+provides, see llmfoundry/assets) are resolved once at the end; `variables:` is then dropped, as in LLM Foundry.
+Every layer is kept so a problem can name the file that set the offending key.
+
+Mistakes YAML or OmegaConf would let through or turn into tracebacks are refused here, naming the file (and
+line): a key given twice in one mapping (yaml keeps the last silently), an empty file, an override with broken
+flow syntax (`optimizer.lr=[1,`). A list in one layer where an earlier one has a mapping (OmegaConf's
+"Cannot merge incompatible container types", which names neither the key nor the files) replaces it, as a
+scalar would, and the builder then judges the value like any other.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from yaml.constructor import ConstructorError
 
 from llmfoundry.assets import asset_path
 from llmfoundry.errors import UserError
@@ -35,14 +43,16 @@ class LoadedConfig:
     layers: list[tuple[str, dict[str, Any]]]
 
     def origin(self, dotted_key: str) -> str:
-        """The last layer (file path or 'command line') that sets `dotted_key`, or its nearest parent."""
+        """The last layer (file path or 'command line') that sets `dotted_key`, or its nearest parent; a key
+        no layer sets (a required one left out) is blamed on the main file, not on the command line."""
         parts = _split_key(dotted_key)
         while parts:
             for name, raw in reversed(self.layers):
                 if _has_path(raw, parts):
                     return name
             parts = parts[:-1]
-        return self.layers[-1][0] if self.layers else "config"
+        files = [name for name, _ in self.layers if name != COMMAND_LINE]
+        return files[-1] if files else self.layers[-1][0] if self.layers else "config"
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.data, sort_keys=False, default_flow_style=False)
@@ -54,13 +64,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> LoadedC
     _read_layers(Path(path), layers, stack=[])
     if overrides:
         layers.append((COMMAND_LINE, _parse_overrides(overrides)))
-    merged = OmegaConf.create({})
-    for _, cfg in layers:
-        _drop_type_changes(merged, cfg)
-        merged = OmegaConf.merge(merged, cfg)
-    merged.pop(BASE_KEY, None)
     raw_layers = [(name, OmegaConf.to_container(cfg, resolve=False)) for name, cfg in layers]
     loaded = LoadedConfig(data={}, layers=raw_layers)  # type: ignore[arg-type]
+    merged = _merge(layers)
+    merged.pop(BASE_KEY, None)
     try:
         data = OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
@@ -80,6 +87,15 @@ def _user_error_behind(err: BaseException) -> UserError | None:
     while seen is not None and not isinstance(seen, UserError):
         seen = seen.__cause__ or seen.__context__
     return seen
+
+
+def _merge(layers: list[tuple[str, DictConfig]]) -> DictConfig:
+    """Merge the layers in order, a later one winning (also where it replaces a mapping by a list)."""
+    merged = OmegaConf.create({})
+    for _, cfg in layers:
+        _drop_type_changes(merged, cfg)
+        merged = OmegaConf.merge(merged, cfg)
+    return merged
 
 
 def _drop_type_changes(base: DictConfig, layer: DictConfig) -> None:
@@ -121,7 +137,7 @@ def _read_yaml(path: Path) -> DictConfig:
     if path.is_dir():
         raise UserError(f"{path}: is a directory, expected a yaml file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -130,7 +146,7 @@ def _read_yaml(path: Path) -> DictConfig:
     except UnicodeDecodeError:
         raise UserError(f"{path}: is not UTF-8 text") from None
     if raw is None:
-        raw = {}
+        raise UserError(f"{path}: is empty; expected a mapping of keys such as model:, train_loader:, max_duration:")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of keys at the top level, got {type(raw).__name__}")
     try:
@@ -139,14 +155,44 @@ def _read_yaml(path: Path) -> DictConfig:
         raise UserError(f"{path}: {str(err).splitlines()[0]}") from None
 
 
+class StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error naming both lines (yaml
+    keeps the last one silently). Keys merged in with `<<:` may still be overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: SafeLoader's own error says so
+                continue
+            if first is not None:
+                raise ConstructorError(None, None, f"key {key!r} is given twice (lines {first} and {line}); keep one",
+                                       key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _parse_overrides(overrides: list[str]) -> DictConfig:
+    problems = []
     for item in overrides:
         if "=" not in item or item.startswith("="):
-            raise UserError(f"{COMMAND_LINE}: {item!r}: expected key=value (e.g. max_duration=20ba)")
-    try:
-        return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as err:
-        raise UserError(f"{COMMAND_LINE}: {str(err).splitlines()[0]}") from None
+            problems.append(f"{COMMAND_LINE}: {item!r}: expected key=value (e.g. max_duration=20ba)")
+            continue
+        try:
+            OmegaConf.from_dotlist([item])
+        except yaml.YAMLError as err:  # the value is parsed as YAML: `optimizer.lr=[1,`
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            problems.append(f"{COMMAND_LINE}: {item!r}: the value is not valid YAML ({problem}); quote it or "
+                            "finish the [list] / {mapping}")
+        except OmegaConfBaseException as err:
+            problems.append(f"{COMMAND_LINE}: {item!r}: {str(err).splitlines()[0]}")
+    if problems:
+        raise UserError(*problems)
+    return OmegaConf.from_dotlist(list(overrides))
 
 
 _INDEX = re.compile(r"\[(\d+)\]")

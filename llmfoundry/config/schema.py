@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from llmfoundry.config.duration import Duration
+from llmfoundry.config.validate import NON_NEGATIVE, POSITIVE, PROBABILITY, SEED
 from llmfoundry.errors import UserError
 from llmfoundry.models import ModelConfig
 
@@ -30,11 +31,11 @@ class StreamConfig:
     """Remote location (`s3://bucket/path`) to stream shards from into `local`."""
     split: str | None = None
     """Sub-directory of local/remote holding this split (`train`, `val`)."""
-    proportion: float | None = None
+    proportion: float | None = field(default=None, metadata={"gt": 0})
     """Share of each epoch's samples drawn from this stream when mixing several."""
-    repeat: float | None = None
+    repeat: float | None = field(default=None, metadata={"gt": 0})
     """Up- or down-sample this stream by this factor instead of a proportion."""
-    choose: int | None = None
+    choose: int | None = field(default=None, metadata=POSITIVE)
     """Take exactly this many samples per epoch from this stream."""
 
 
@@ -48,21 +49,21 @@ class DatasetConfig:
     """Split sub-directory to read (`train`, `val`)."""
     streams: dict[str, StreamConfig] | None = None
     """Several named sources mixed by `proportion`/`repeat`/`choose` instead of one local/remote."""
-    max_seq_len: int = 2048
+    max_seq_len: int = field(default=2048, metadata=POSITIVE)
     """Tokens per training sample."""
     shuffle: bool = False
     """Shuffle samples (deterministically, from `shuffle_seed`)."""
-    shuffle_seed: int = 9176
+    shuffle_seed: int = field(default=9176, metadata=SEED)
     """Seed of the sample order; the order does not depend on world size or worker count."""
     shuffle_algo: str = "py1e"
     """mosaicml-streaming shuffle algorithm."""
-    num_canonical_nodes: int | None = None
+    num_canonical_nodes: int | None = field(default=None, metadata=POSITIVE)
     """mosaicml-streaming canonical nodes; fix it to keep the sample order when the node count changes."""
-    predownload: int | None = None
+    predownload: int | None = field(default=None, metadata=NON_NEGATIVE)
     """Samples to download ahead per worker (remote datasets)."""
-    eos_token_id: int | None = None
+    eos_token_id: int | None = field(default=None, metadata=NON_NEGATIVE)
     """End-of-document token used to recover document boundaries (sequence ids); default: the tokenizer's."""
-    mlm_probability: float | None = None
+    mlm_probability: float | None = field(default=None, metadata={"gt": 0, "lt": 1})
     """Masked-LM masking rate (MosaicBERT 0.3, BERT 0.15); set only for encoder pretraining."""
 
 
@@ -72,15 +73,15 @@ class LoaderOptions:
 
     drop_last: bool = True
     """Drop the last incomplete batch of an epoch."""
-    num_workers: int = 0
+    num_workers: int = field(default=0, metadata=NON_NEGATIVE)
     """Data loader worker processes per rank."""
     pin_memory: bool = True
     """Pin host memory for faster host-to-GPU copies (ignored on CPU)."""
-    prefetch_factor: int | None = None
+    prefetch_factor: int | None = field(default=None, metadata=POSITIVE)
     """Batches each worker loads ahead."""
     persistent_workers: bool = False
     """Keep workers alive between epochs."""
-    timeout: float = 0
+    timeout: float = field(default=0, metadata=NON_NEGATIVE)
     """Seconds to wait for a batch from a worker (0 = forever)."""
     label: str | None = None
     """eval_loader given as a list: this loader's name; its metrics are logged as loss/val/<label>."""
@@ -142,15 +143,15 @@ class FinetuneDatasetConfig:
     """Token that ends each response (default: the tokenizer's eos)."""
     split: str = "train"
     """Which split of a directory to read (`train`, `val`, `test`)."""
-    max_seq_len: int = 2048
+    max_seq_len: int = field(default=2048, metadata=POSITIVE)
     """Tokens per row; longer examples are truncated or skipped (see `truncation`)."""
     decoder_only_format: bool = True
     """Prompt and response in one sequence for a decoder (the only format supported: no encoder-decoders)."""
     shuffle: bool = True
     """Shuffle rows each epoch (deterministic from shuffle_seed, independent of world size)."""
-    shuffle_seed: int = 9176
+    shuffle_seed: int = field(default=9176, metadata=SEED)
     """Seed of the row order and of the packing order."""
-    packing_ratio: float | Literal["auto"] | None = None
+    packing_ratio: float | Literal["auto"] | None = field(default=None, metadata={"ge": 1})
     """Pack several examples into one row: at most this many per row (rounded down; null or 1 = one example
     per row); `auto` picks max_seq_len / mean example length. Packed examples get their own sequence_id so
     they never attend to each other (needs `attn_uses_sequence_id: true` in the model)."""
@@ -191,11 +192,11 @@ class ClassificationDatasetConfig:
     regression (model.num_labels: 1)."""
     label_names: list[str] | None = None
     """Class names in id order when labels are strings (MNLI: [entailment, neutral, contradiction])."""
-    max_seq_len: int = 128
+    max_seq_len: int = field(default=128, metadata=POSITIVE)
     """Tokens per example (the pair is truncated longest-first; the count truncated is logged)."""
     shuffle: bool = True
     """Shuffle examples each epoch (deterministic from shuffle_seed)."""
-    shuffle_seed: int = 9176
+    shuffle_seed: int = field(default=9176, metadata=SEED)
     """Seed of the example order."""
     metrics: list[Literal["accuracy", "f1", "matthews", "pearson", "spearman"]] | None = None
     """Metrics computed on this (eval) data; default: accuracy for classification, pearson and spearman for
@@ -217,13 +218,13 @@ AnyLoaderConfig = Union[LoaderConfig, FinetuneLoaderConfig, ClassificationLoader
 class OptimizerConfig:
     name: Literal["decoupled_adamw", "adamw", "lion", "decoupled_lionw"] = "decoupled_adamw"
     """decoupled_adamw: weight decay scaled by lr/initial_lr as in Composer; adamw: torch's (fused where available)."""
-    lr: float = 6.0e-4
+    lr: float = field(default=6.0e-4, metadata=NON_NEGATIVE)
     """Peak learning rate."""
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95], metadata={**PROBABILITY, "each": True, "len": 2})
     """Adam/Lion beta coefficients."""
-    eps: float = 1.0e-8
+    eps: float = field(default=1.0e-8, metadata={"gt": 0})
     """Adam epsilon."""
-    weight_decay: float = 0.0
+    weight_decay: float = field(default=0.0, metadata=NON_NEGATIVE)
     """Weight decay; never applied to biases, norms or embeddings (1-D parameters)."""
 
 
@@ -240,7 +241,7 @@ class SchedulerConfig:
     """Learning-rate schedule shape (inv_sqrt_with_warmup: LLM Foundry's, for continued pretraining)."""
     t_warmup: Duration = Duration(0, "ba")
     """Linear warmup length (a time string)."""
-    alpha_f: float = 0.0
+    alpha_f: float = field(default=0.0, metadata=NON_NEGATIVE)
     """Final learning rate as a fraction of the peak."""
     t_max: Duration = Duration(1.0, "dur")
     """Length of the decay (default: the whole run)."""
@@ -351,7 +352,7 @@ class FSDPConfig:
 
 @dataclass
 class SpeedMonitorConfig:
-    window_size: int = 10
+    window_size: int = field(default=10, metadata=POSITIVE)
     """Batches averaged for tokens/s and MFU."""
 
 
@@ -461,19 +462,19 @@ class TrainConfig:
     `label`, is evaluated loader by loader (loss/val/<label>, perplexity/val/<label>), as in LLM Foundry."""
     device_train_microbatch_size: int | Literal["auto"] = "auto"
     """Samples per forward/backward on one rank; `auto` finds the largest that fits, retrying after OOM."""
-    device_eval_batch_size: int = 8
+    device_eval_batch_size: int = field(default=8, metadata=POSITIVE)
     """Samples per eval forward on one rank."""
     eval_interval: Duration = Duration(1, "ep")
     """How often to evaluate (`500ba`); 0 disables evaluation during training."""
     eval_first: bool = False
     """Evaluate before the first step."""
-    eval_subset_num_batches: int = -1
-    """Cap on eval batches per evaluation (-1 = whole eval set)."""
+    eval_subset_num_batches: int = field(default=-1, metadata={"ge": -1, "ne": 0, "hint": "-1 evaluates the whole eval set; eval_interval: 0 disables evaluation"})
+    """Cap on eval batches per evaluation (-1 = whole eval set; 0 is refused: it would log val_loss=0)."""
     precision: Literal["fp32", "amp_bf16", "amp_fp16", "amp_fp8"] = "amp_bf16"
     """Compute precision; amp_fp16 uses dynamic loss scaling; amp_fp8 needs an H100-class GPU and torchao."""
-    seed: int = 17
+    seed: int = field(default=17, metadata=SEED)
     """Seed for weights init, dropout and the data order."""
-    max_seq_len: int | None = None
+    max_seq_len: int | None = field(default=None, metadata=POSITIVE)
     """LLM Foundry compatibility: sequence length when set at the top level (use train_loader.dataset.max_seq_len)."""
     algorithms: AlgorithmsConfig = field(default_factory=AlgorithmsConfig)
     """Training algorithms (gradient clipping)."""
@@ -518,7 +519,7 @@ class TrainConfig:
     spike_guard: SpikeGuardConfig | None = None
     """Loss-spike guard (off by default): stop, or roll back to the last checkpoint and skip the batches that led
     to a spike, when a step's loss exceeds `factor` x the running mean of the last `window` steps."""
-    dist_timeout: float = 600.0
+    dist_timeout: float = field(default=600.0, metadata={"gt": 0})
     """Seconds a collective waits for the other ranks before it fails (then torchrun restarts the group, or the run
     stops naming the rank that died or stalled). Also sets the heartbeat period: dist_timeout/4, at most 30 s."""
     expandable_segments: bool = False
@@ -528,7 +529,7 @@ class TrainConfig:
     """In-context-learning tasks evaluated at eval_interval (a list, or a path to a yaml with the list)."""
     eval_gauntlet: dict[str, Any] | str | None = None
     """Gauntlet aggregation of icl_tasks results."""
-    icl_seq_len: int | None = None
+    icl_seq_len: int | None = field(default=None, metadata=POSITIVE)
     """Maximum sequence length for ICL evaluation (default: the model's)."""
 
     @classmethod

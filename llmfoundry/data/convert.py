@@ -29,10 +29,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from llmfoundry.data.integrity import HASH
 from llmfoundry.data.parts import SUMMARIES, part_name, part_of, staged_part
 from llmfoundry.data.sources import InputFormat, SplitBy, discover_inputs, read_documents, text_field_hint
 from llmfoundry.errors import UserError
-from llmfoundry.io import atomic_directory, check_output_dir
+from llmfoundry.io import atomic_directory, check_disjoint, check_output_dir
 
 Mode = Literal["concat", "text"]
 SPLITS = ("train", "val")
@@ -228,6 +229,8 @@ def convert_dataset(
     part = part_name(*shard) if shard else None
     remote = check_output(out, overwrite) if part is None else _remote_part(out)
     paths = discover_inputs(inputs, input_format)
+    if remote is None:
+        check_disjoint(out, [*inputs, *paths])
     tokenizer_json, prefix, suffix = _prepare_tokenizer(tokenizer, mode, bos)
 
     summary = ConversionSummary(mode=mode, max_seq_len=max_seq_len if mode == "concat" else None,
@@ -249,7 +252,8 @@ def convert_dataset(
 
     start = time.perf_counter()
     local_part = part is not None and remote is None
-    staging = staged_part(out, part, SPLITS, overwrite) if local_part else staged_output(out, remote, overwrite)
+    staging = (staged_part(out, part, SPLITS, overwrite) if local_part else
+               staged_output(out, remote, overwrite, estimate=_input_bytes(paths)))
     with staging as local:  # type: ignore[arg-type]
         _write(counted(docs), local, remote, summary, mode, tokenizer_json, prefix, suffix, val_fraction,
                workers, size_limit, compression, max_seq_len, overwrite, progress, part)
@@ -279,12 +283,18 @@ def check_output(out: str, overwrite: bool) -> str | None:
     return remote
 
 
+def _input_bytes(paths: list[Path]) -> int:
+    """The inputs' size: about what the shards take (int32 tokens of ~4-byte BPE tokens, or the raw text)."""
+    return sum(p.stat().st_size for p in paths)
+
+
 @contextlib.contextmanager
-def staged_output(out: str, remote: str | None, overwrite: bool) -> Iterator[str]:
+def staged_output(out: str, remote: str | None, overwrite: bool, estimate: int | None = None) -> Iterator[str]:
     """Where the shards are written: a temporary directory renamed to `out` when complete, or, for a remote
-    `out`, a scratch directory the MDS writers upload from (the `index.json` files land last)."""
+    `out`, a scratch directory the MDS writers upload from (the `index.json` files land last). A full or
+    read-only disk is one line naming `out` and the free space (`estimate`: bytes the output may need)."""
     if remote is None:
-        with atomic_directory(out, overwrite=overwrite) as tmp:
+        with atomic_directory(out, overwrite=overwrite, estimate=estimate) as tmp:
             yield str(tmp)
     else:
         with tempfile.TemporaryDirectory(prefix="foundry-convert-") as tmp:
@@ -324,7 +334,8 @@ def _remote_has_data(remote: str) -> bool:
 
 def mds_writer(local: str, remote: str | None, split: str, columns: dict[str, str], size_limit: int,
                compression: str | None, overwrite: bool) -> Any:
-    """An MDSWriter for one split, uploading to `remote` as shards complete when there is one."""
+    """An MDSWriter for one split, uploading to `remote` as shards complete when there is one; each shard's
+    xxh64 goes into index.json, which the trainer verifies on first read of the shard (data/integrity.py)."""
     from streaming import MDSWriter
 
     target: Any = str(Path(local) / split)
@@ -332,7 +343,7 @@ def mds_writer(local: str, remote: str | None, split: str, columns: dict[str, st
         target = (target, f"{remote.rstrip('/')}/{split}")
     try:
         return MDSWriter(out=target, columns=columns, compression=compression, size_limit=size_limit,
-                         exist_ok=overwrite, progress_bar=False)
+                         hashes=[HASH], exist_ok=overwrite, progress_bar=False)
     except FileExistsError:
         raise UserError(f"{remote or local}/{split}: already holds data; pass --overwrite to replace it") from None
     except ValueError as err:

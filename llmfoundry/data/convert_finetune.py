@@ -18,6 +18,7 @@ from llmfoundry.data.convert import (SPLITS, ConversionSummary, _parse_size, che
 from llmfoundry.data.finetune import normalize, read_files
 from llmfoundry.data.sources import discover_inputs
 from llmfoundry.errors import UserError
+from llmfoundry.io import check_disjoint
 
 COLUMNS = {"pair": {"prompt": "str", "response": "str"}, "chat": {"messages": "json"}}
 
@@ -33,13 +34,15 @@ def convert_finetuning(inputs: list[str], out: str, *, val_fraction: float = 0.0
     compression = None if compression in (None, "", "none") else compression
     remote = check_output(out, overwrite)
     paths = discover_inputs(inputs, "auto")
+    if remote is None:
+        check_disjoint(out, [*inputs, *paths])
     for path in paths:
         if path.suffix not in (".jsonl", ".parquet"):
             raise UserError(f"{path}: finetuning examples are read from .jsonl or .parquet files")
     summary = ConversionSummary(mode="finetuning", max_seq_len=None, tokenizer=None, inputs=[str(p) for p in paths])
     skipped: Counter[str] = Counter()
     start = time.perf_counter()
-    with staged_output(out, remote, overwrite) as local:
+    with staged_output(out, remote, overwrite, estimate=sum(p.stat().st_size for p in paths)) as local:
         writers: list[Any] = []
         kind: tuple[str, str] | None = None  # (pair|chat, where the first example was)
         try:

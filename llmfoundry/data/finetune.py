@@ -163,6 +163,9 @@ def _raw_records(cfg: FinetuneDatasetConfig, where: str) -> Iterator[tuple[str, 
     if kind == "mds":
         from streaming import LocalDataset
 
+        from llmfoundry.data.integrity import verify_split
+
+        verify_split(paths[0])
         dataset = LocalDataset(local=str(paths[0]))
         for i in range(len(dataset)):
             yield f"{paths[0]}: sample {i}", dataset[i]

@@ -106,7 +106,8 @@ def build_loader(cfg: AnyLoaderConfig, *, model: Any, tokenizer: Any, seq_len: i
             raise UserError(f"{where}.name: a model with num_labels is a classifier; use name: classification")
         return LoaderParts(cfg, MLMCollator(tokenizer, seq_len, cfg.dataset.mlm_probability or 0.3, seed),
                            notes=_tokenizer_notes(cfg, tokenizer, where))
-    return LoaderParts(cfg, LMCollator(tokenizer, seq_len, cfg.dataset.eos_token_id),
+    return LoaderParts(cfg, LMCollator(tokenizer, seq_len, cfg.dataset.eos_token_id,
+                                       vocab_size=getattr(model, "vocab_size", None)),
                        notes=_tokenizer_notes(cfg, tokenizer, where))
 
 

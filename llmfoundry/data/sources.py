@@ -76,8 +76,13 @@ def discover_inputs(inputs: Iterable[str], input_format: InputFormat = "auto") -
 
 
 def _accepts(path: Path, input_format: InputFormat) -> bool:
+    """auto: files with a known extension. An explicit format also takes files with an unknown or no extension
+    (LICENSE, /usr/share/common-licenses/GPL-3, notes.org), since the user said what they are; files of another
+    known format (.parquet in a text directory) and, then, hidden files (.DS_Store) are left out."""
     fmt = detect_format(path)
-    return fmt is not None and (input_format == "auto" or fmt == input_format)
+    if input_format == "auto":
+        return fmt is not None
+    return fmt == input_format or (fmt is None and not path.name.startswith("."))
 
 
 def read_documents(

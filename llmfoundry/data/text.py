@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from llmfoundry.config.schema import DatasetConfig, LoaderConfig
+from llmfoundry.data.integrity import WHERE, check_split
 from llmfoundry.errors import UserError
 
 IGNORE = -100
@@ -42,11 +43,14 @@ def check_dataset(cfg: DatasetConfig, where: str, *, used: bool = True) -> None:
         path = Path(cfg.local) / (cfg.split or "")  # type: ignore[arg-type]
         if not (path / "index.json").exists():
             raise UserError(f"{where}: {path} has no index.json (not an MDS dataset; run `foundry convert-dataset`)")
-        if used and _samples(path / "index.json") == 0:
+        if not used:  # an eval split of a run that never evaluates may be empty
+            return
+        if _samples(path / "index.json") == 0:
             hint = ("convert the data again with --val-fraction (e.g. 0.02: `foundry convert-dataset` writes no "
                     "validation samples by default), or train without evaluation: eval_interval=0"
                     if cfg.split == "val" else "it has no samples; convert the data again")
             raise UserError(f"{where}: {path} holds no samples; {hint}")
+        check_split(path)
 
 
 def _samples(index: Path) -> int | None:
@@ -56,18 +60,20 @@ def _samples(index: Path) -> int | None:
     try:
         shards = json.loads(index.read_text())["shards"]
         return sum(int(shard["samples"]) for shard in shards)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OSError):
         return None
 
 
 def build_dataset(cfg: DatasetConfig, device_batch_size: int) -> Any:
-    from streaming import Stream, StreamingDataset
+    from streaming import Stream
+
+    from llmfoundry.data.integrity import CheckedStreamingDataset
 
     streams = None
     if cfg.streams:
         streams = [Stream(local=s.local, remote=s.remote, split=s.split, proportion=s.proportion,
                           repeat=s.repeat, choose=s.choose) for s in cfg.streams.values()]
-    return StreamingDataset(
+    return CheckedStreamingDataset(
         streams=streams, local=None if streams else cfg.local, remote=None if streams else cfg.remote,
         split=None if streams else cfg.split, shuffle=cfg.shuffle, shuffle_seed=cfg.shuffle_seed,
         shuffle_algo=cfg.shuffle_algo, num_canonical_nodes=cfg.num_canonical_nodes or 1,
@@ -76,11 +82,17 @@ def build_dataset(cfg: DatasetConfig, device_batch_size: int) -> Any:
 
 
 class LMCollator:
-    """Samples (`tokens` or raw `text`) -> causal-LM batch with labels and sequence ids."""
+    """Samples (`tokens` or raw `text`) -> causal-LM batch with labels and sequence ids.
 
-    def __init__(self, tokenizer: Any, max_seq_len: int, eos_token_id: int | None = None) -> None:
+    Pre-tokenized samples are checked on the way (vectorized, once per batch): at least max_seq_len tokens
+    each, and every id inside the model's vocabulary, else one line naming the shard and sample.
+    """
+
+    def __init__(self, tokenizer: Any, max_seq_len: int, eos_token_id: int | None = None,
+                 vocab_size: int | None = None) -> None:
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
+        self.vocab_size = vocab_size
         eos = eos_token_id if eos_token_id is not None else tokenizer.eos_token_id
         if eos is None:
             raise UserError("tokenizer: has no eos token; set train_loader.dataset.eos_token_id")
@@ -89,7 +101,7 @@ class LMCollator:
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if "tokens" in samples[0]:
-            ids = torch.from_numpy(np.stack([s["tokens"][: self.max_seq_len] for s in samples]).astype(np.int64))
+            ids = torch.from_numpy(self._tokens(samples))
             keep = torch.ones_like(ids, dtype=torch.bool)
         else:
             encoded = self.tokenizer([s["text"] for s in samples], add_special_tokens=False,
@@ -107,6 +119,30 @@ class LMCollator:
         if not bool(keep.all()):
             batch["attention_mask"] = keep
         return batch
+
+
+    def _tokens(self, samples: list[dict[str, Any]]) -> np.ndarray:
+        short = next((s for s in samples if len(s["tokens"]) < self.max_seq_len), None)
+        if short is not None:
+            raise UserError(f"{_where(short)}: holds {len(short['tokens'])} tokens, fewer than the "
+                            f"{self.max_seq_len} training uses (max_seq_len); lower max_seq_len or re-convert "
+                            f"with --max-seq-len {self.max_seq_len}")
+        ids = np.stack([s["tokens"][: self.max_seq_len] for s in samples]).astype(np.int64)
+        if self.vocab_size is not None and ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            row = int(np.flatnonzero(((ids < 0) | (ids >= self.vocab_size)).any(axis=1))[0])
+            bad = ids[row][(ids[row] < 0) | (ids[row] >= self.vocab_size)][0]
+            raise UserError(f"{_where(samples[row])}: holds token id {bad}, outside the model's vocabulary "
+                            f"(model.vocab_size {self.vocab_size}): the shard is damaged or was converted with "
+                            "another tokenizer; re-run `foundry convert-dataset`")
+        return ids
+
+
+def _where(sample: dict[str, Any]) -> str:
+    """'shard file: sample N' when the dataset said where the sample came from."""
+    if WHERE in sample:
+        path, index = sample[WHERE]
+        return f"{path}: sample {index}"
+    return "a data sample"
 
 
 class MLMCollator:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from llmfoundry.data.sources import InputFormat, SplitBy, discover_inputs, read_documents, text_field_hint
 from llmfoundry.errors import UserError
-from llmfoundry.io import atomic_directory
+from llmfoundry.io import atomic_directory, check_disjoint
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -64,6 +64,7 @@ def train_tokenizer(
     if vocab_size < 100:
         raise UserError(f"--vocab-size: {vocab_size} is too small (at least 100; byte-level BPE needs > 256)")
     paths = discover_inputs(inputs, input_format)
+    check_disjoint(out, [*inputs, *paths])
     skipped: Counter[str] = Counter()
     documents = 0
 

@@ -157,24 +157,20 @@ def load_items(cfg: ICLTaskConfig) -> list[dict[str, Any]]:
     if not path.is_file():
         raise UserError(f"icl_tasks.{cfg.label}.dataset_uri: {path} does not exist")
     items = []
-    required = REQUIRED[cfg.icl_task_type]
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise UserError(f"{where}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
             try:
                 item = json.loads(line)
             except json.JSONDecodeError as err:
                 raise UserError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
-            for key, kind in required.items():
-                if not isinstance(item.get(key), kind) or isinstance(item.get(key), bool):
-                    raise UserError(f"{where}: {cfg.icl_task_type} needs '{key}' ({kind.__name__})")  # type: ignore[union-attr]
-            options = item.get("choices") or item.get("context_options")
-            if options is not None and not 0 <= item["gold"] < len(options):
-                raise UserError(f"{where}: gold={item['gold']} is out of range for {len(options)} options")
-            if cfg.has_categories and "category" not in item:
-                raise UserError(f"{where}: has_categories is set but the item has no 'category'")
+            check_item(cfg, item, where)
             items.append(item)
     if not items:
         raise UserError(f"{path}: no items")
@@ -184,6 +180,38 @@ def load_items(cfg: ICLTaskConfig) -> list[dict[str, Any]]:
 def needs_prefix_space(tokenizer: Any) -> bool:
     """GPT-2-style BPE encodes " a" as one token and wants a space before a continuation; SentencePiece does not."""
     return len(tokenizer(" a", add_special_tokens=False)["input_ids"]) == 1
+def check_item(cfg: ICLTaskConfig, item: Any, where: str) -> None:
+    """One line naming file:line for an item the task type cannot use: not a JSON object, a missing or
+    mistyped field, empty or non-string options, a gold index out of range, a missing category."""
+    if not isinstance(item, dict):
+        raise UserError(f"{where}: expected a JSON object per line, got a {type(item).__name__}")
+    for key, kind in REQUIRED[cfg.icl_task_type].items():
+        if not isinstance(item.get(key), kind) or isinstance(item.get(key), bool):
+            raise UserError(f"{where}: {cfg.icl_task_type} needs '{key}' ({kind.__name__})")  # type: ignore[union-attr]
+    for key in ("choices", "context_options"):
+        if key in REQUIRED[cfg.icl_task_type]:
+            options = item[key]
+            if not options:
+                raise UserError(f"{where}: '{key}' is empty; give at least one option")
+            wrong = [o for o in options if not isinstance(o, str)]
+            if wrong:
+                raise UserError(f"{where}: '{key}' must hold strings, got {wrong[0]!r}")
+            if not 0 <= item["gold"] < len(options):
+                raise UserError(f"{where}: gold={item['gold']} is out of range for {len(options)} options")
+    if cfg.has_categories and "category" not in item:
+        raise UserError(f"{where}: has_categories is set but the item has no 'category'")
+
+
+def example_text(cfg: ICLTaskConfig, item: dict[str, Any]) -> str:
+    """A solved example as it appears in a few-shot prompt."""
+    d = cfg.continuation_delimiter
+    if cfg.icl_task_type == "language_modeling":
+        return item["context"] + item["continuation"]
+    if cfg.icl_task_type == "multiple_choice":
+        return item["query"] + d + item["choices"][item["gold"]]
+    if cfg.icl_task_type == "schema":
+        return item["context_options"][item["gold"]] + d + item["continuation"]
+    return item["context"] + d + item["answer"]
 
 
 def partitions(cfg: ICLTaskConfig, items: list[dict[str, Any]]) -> dict[str | None, list[int]]:

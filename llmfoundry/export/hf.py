@@ -141,7 +141,7 @@ def export_model(model: nn.Module, out: str | Path, *, tokenizer_dir: str | Path
     if target is None:
         from llmfoundry.export.remote import write_remote
 
-        with atomic_directory(out, overwrite=overwrite) as tmp:
+        with atomic_directory(out, overwrite=overwrite, need=_weight_bytes(model, DTYPES[dtype])) as tmp:
             write_remote(model, tmp, tokenizer, DTYPES[dtype])
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(tmp))
@@ -152,7 +152,7 @@ def export_model(model: nn.Module, out: str | Path, *, tokenizer_dir: str | Path
     config = hf_config(model, target, tokenizer)
     config.dtype = DTYPES[dtype]
     state = hf_state(model, target, DTYPES[dtype])
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with atomic_directory(out, overwrite=overwrite, need=sum(t.numel() * t.element_size() for t in state.values())) as tmp:
         config.save_pretrained(str(tmp))
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if target != "bert":
@@ -160,6 +160,11 @@ def export_model(model: nn.Module, out: str | Path, *, tokenizer_dir: str | Path
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
     return {"class": HF_CLASS[target], "reason": reason, "dtype": dtype, "out": str(out)}
+
+
+def _weight_bytes(model: nn.Module, dtype: torch.dtype) -> int:
+    """What the weights take on disk in `dtype`: the space an export needs, checked before writing."""
+    return sum(p.numel() for p in model.state_dict().values()) * torch.empty((), dtype=dtype).element_size()
 
 
 def import_hf(directory: str | Path) -> nn.Module:

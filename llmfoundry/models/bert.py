@@ -10,13 +10,14 @@ each sequence to itself. `classic: true` switches to learned positions and a GEL
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmfoundry.config.validate import NON_NEGATIVE, POSITIVE, PROBABILITY
 from llmfoundry.errors import UserError
 from llmfoundry.models.layers.alibi import alibi_slopes
 from llmfoundry.models.layers.attention import AttentionMask, attention, build_mask
@@ -37,43 +38,43 @@ class BertArgs:
     """Exactly BERT: learned positions, GELU MLP, LayerNorm in fp32 (no ALiBi, no GLU)."""
     unpad: bool = True
     """Compute on the real tokens only (padding removed); attention keeps each sequence separate."""
-    d_model: int = 768
+    d_model: int = field(default=768, metadata=POSITIVE)
     """Hidden size."""
-    n_heads: int = 12
+    n_heads: int = field(default=12, metadata=POSITIVE)
     """Attention heads."""
-    n_layers: int = 12
+    n_layers: int = field(default=12, metadata=POSITIVE)
     """Encoder layers."""
-    intermediate_size: int = 3072
+    intermediate_size: int = field(default=3072, metadata=POSITIVE)
     """Feed-forward width (each half of the GLU for MosaicBERT)."""
-    max_seq_len: int = 512
+    max_seq_len: int = field(default=512, metadata=POSITIVE)
     """Positions (classic); MosaicBERT's ALiBi extrapolates beyond the training length."""
-    vocab_size: int = 30522
+    vocab_size: int = field(default=30522, metadata=POSITIVE)
     """Vocabulary size; padded up to a multiple of pad_vocab_multiple."""
-    pad_vocab_multiple: int = 128
+    pad_vocab_multiple: int = field(default=128, metadata=POSITIVE)
     """Pad the embedding to a multiple of this (1 disables)."""
-    type_vocab_size: int = 2
+    type_vocab_size: int = field(default=2, metadata=POSITIVE)
     """Token type (segment) embeddings."""
-    pad_token_id: int = 0
+    pad_token_id: int = field(default=0, metadata=NON_NEGATIVE)
     """Padding token (its embedding row starts at zero)."""
     attn_impl: Literal["torch", "sdpa", "flex", "flash"] = "sdpa"
     """Attention backend."""
-    alibi_bias_max: int = 8
+    alibi_bias_max: int = field(default=8, metadata=POSITIVE)
     """ALiBi slope range (MosaicBERT)."""
     norm_type: NormType = "low_precision_layernorm"
     """MosaicBERT uses low-precision LayerNorm; classic forces layernorm."""
-    norm_eps: float = 1e-12
+    norm_eps: float = field(default=1e-12, metadata={"gt": 0})
     """LayerNorm epsilon (BERT's 1e-12)."""
-    hidden_dropout: float = 0.1
+    hidden_dropout: float = field(default=0.1, metadata=PROBABILITY)
     """Dropout on embeddings and residual branches."""
-    attn_dropout: float = 0.1
+    attn_dropout: float = field(default=0.1, metadata=PROBABILITY)
     """Dropout on attention probabilities."""
-    init_std: float = 0.02
+    init_std: float = field(default=0.02, metadata=NON_NEGATIVE)
     """Normal init std for linear and embedding weights."""
     num_labels: int | None = None
     """Set for sequence classification (1 = regression): replaces the MLM head by pooler + classifier."""
-    classifier_dropout: float | None = None
+    classifier_dropout: float | None = field(default=None, metadata=PROBABILITY)
     """Dropout before the classifier (default hidden_dropout)."""
-    loss_chunk_size: int = 4096
+    loss_chunk_size: int = field(default=4096, metadata=POSITIVE)
     """Tokens per chunk of the MLM output projection."""
 
     @classmethod

@@ -7,9 +7,10 @@ parameter names are therefore MPT's, and export maps them to `GPT2LMHeadModel`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from llmfoundry.config.validate import NON_NEGATIVE, POSITIVE, PROBABILITY
 from llmfoundry.models.lora import LoraConfig
 from llmfoundry.models.mpt import MPT, ActFnConfig, AttnConfig, FfnConfig, InitConfig, MptArgs
 from llmfoundry.models.presets import apply_preset
@@ -21,31 +22,31 @@ class GptArgs:
     """Model family."""
     preset: str | None = None
     """gpt2-small, gpt2-medium, gpt2-large, biomedlm-2.7b or gpt-tiny."""
-    d_model: int = 768
+    d_model: int = field(default=768, metadata=POSITIVE)
     """Hidden size (GPT-2's n_embd)."""
-    n_heads: int = 12
+    n_heads: int = field(default=12, metadata=POSITIVE)
     """Attention heads (n_head)."""
-    n_layers: int = 12
+    n_layers: int = field(default=12, metadata=POSITIVE)
     """Transformer blocks (n_layer)."""
-    max_seq_len: int = 1024
+    max_seq_len: int = field(default=1024, metadata=POSITIVE)
     """Positions (n_positions)."""
-    vocab_size: int = 50257
+    vocab_size: int = field(default=50257, metadata=POSITIVE)
     """Vocabulary size; padded up to a multiple of pad_vocab_multiple."""
-    pad_vocab_multiple: int = 128
+    pad_vocab_multiple: int = field(default=128, metadata=POSITIVE)
     """Pad the embedding to a multiple of this (1 disables)."""
-    dropout: float = 0.0
+    dropout: float = field(default=0.0, metadata=PROBABILITY)
     """Embedding, residual and attention dropout (GPT-2 used 0.1)."""
-    layer_norm_eps: float = 1e-5
+    layer_norm_eps: float = field(default=1e-5, metadata={"gt": 0})
     """LayerNorm epsilon."""
-    init_std: float = 0.02
+    init_std: float = field(default=0.02, metadata=NON_NEGATIVE)
     """Normal init std; residual projections are scaled by 1/sqrt(2 * n_layers) as in GPT-2."""
     attn_impl: Literal["torch", "sdpa", "flex", "flash"] = "sdpa"
     """Attention backend."""
     attn_uses_sequence_id: bool = False
     """Keep attention inside documents of a packed sample."""
-    z_loss: float = 0.0
+    z_loss: float = field(default=0.0, metadata=NON_NEGATIVE)
     """z-loss coefficient."""
-    loss_chunk_size: int = 4096
+    loss_chunk_size: int = field(default=4096, metadata=POSITIVE)
     """Tokens per chunk of the output projection + cross-entropy."""
     load_hf: str | None = None
     """Start from the weights of a Hugging Face directory (MptForCausalLM, GPT2LMHeadModel or

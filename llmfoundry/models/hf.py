@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from llmfoundry.config.validate import NON_NEGATIVE, POSITIVE
 from llmfoundry.errors import UserError
 from llmfoundry.models.lora import LoraConfig
 from llmfoundry.models.layers.loss import chunked_cross_entropy
@@ -31,9 +32,9 @@ class HFCausalLMArgs:
     """Start from the directory's weights (true) or from a fresh initialization of its config (false)."""
     trust_remote_code: bool = False
     """Allow a modeling file shipped in the directory."""
-    z_loss: float = 0.0
+    z_loss: float = field(default=0.0, metadata=NON_NEGATIVE)
     """z-loss coefficient."""
-    loss_chunk_size: int = 4096
+    loss_chunk_size: int = field(default=4096, metadata=POSITIVE)
     """Tokens per chunk of the output projection + cross-entropy."""
     peft_config: LoraConfig | None = None
     """LoRA finetuning: freeze the model and train low-rank adapters on `target_modules` (see models/lora.py)."""

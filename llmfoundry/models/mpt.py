@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmfoundry.config.validate import NON_NEGATIVE, POSITIVE, PROBABILITY
 from llmfoundry.errors import UserError
 from llmfoundry.models.lora import LoraConfig
 from llmfoundry.models.layers.alibi import alibi_slopes
@@ -37,23 +38,23 @@ class AttnConfig:
     """Attention backend: torch (reference), sdpa (default), flex (CUDA training), flash (needs flash-attn)."""
     alibi: bool = False
     """ALiBi position biases (MPT's default recipe)."""
-    alibi_bias_max: int = 8
+    alibi_bias_max: int = field(default=8, metadata=POSITIVE)
     """Largest ALiBi slope exponent."""
     rope: bool = False
     """Rotary position embeddings (Llama convention)."""
-    rope_theta: float = 10000.0
+    rope_theta: float = field(default=10000.0, metadata={"gt": 0})
     """RoPE base."""
-    kv_n_heads: int | None = None
+    kv_n_heads: int | None = field(default=None, metadata=POSITIVE)
     """Key/value heads for grouped-query attention (must divide n_heads)."""
     qk_ln: bool = False
     """LayerNorm on queries and keys."""
-    clip_qkv: float | None = None
+    clip_qkv: float | None = field(default=None, metadata={"gt": 0})
     """Clamp q, k, v to [-clip_qkv, clip_qkv]."""
     attn_uses_sequence_id: bool = False
     """Keep attention inside documents of a packed sample (uses the batch's sequence_id)."""
-    softmax_scale: float | None = None
+    softmax_scale: float | None = field(default=None, metadata={"gt": 0})
     """Attention scale; default 1/sqrt(head_dim)."""
-    attn_pdrop: float = 0.0
+    attn_pdrop: float = field(default=0.0, metadata=PROBABILITY)
     """Dropout on attention probabilities."""
 
 
@@ -69,7 +70,7 @@ class FfnConfig:
     """mptmlp: up -> act -> down; mptglu: gated (GeGLU with gelu, SwiGLU with silu)."""
     ffn_act_fn: ActFnConfig = field(default_factory=ActFnConfig)
     """The activation."""
-    ffn_hidden_size: int | None = None
+    ffn_hidden_size: int | None = field(default=None, metadata=POSITIVE)
     """Hidden width; default expansion_ratio * d_model."""
 
 
@@ -77,11 +78,11 @@ class FfnConfig:
 class InitConfig:
     name: Literal["kaiming_normal_", "kaiming_uniform_", "normal_", "small_init_", "xavier_normal_", "xavier_uniform_"] = "kaiming_normal_"
     """Initialization of linear and embedding weights."""
-    init_std: float = 0.02
+    init_std: float = field(default=0.02, metadata=NON_NEGATIVE)
     """Standard deviation for normal_."""
     init_div_is_residual: bool = True
     """Divide residual output projections (attn.out_proj, ffn.down_proj) by sqrt(2 * n_layers)."""
-    emb_init_std: float | None = None
+    emb_init_std: float | None = field(default=None, metadata=NON_NEGATIVE)
     """Separate std for embeddings (default: the linear init)."""
     fan_mode: Literal["fan_in", "fan_out"] = "fan_in"
     """Kaiming fan mode."""
@@ -97,23 +98,23 @@ class MptArgs:
     """Model family."""
     preset: str | None = None
     """A named preset (mpt-tiny, mpt-125m ... mpt-30b) filling defaults that explicit keys override."""
-    d_model: int = 2048
+    d_model: int = field(default=2048, metadata=POSITIVE)
     """Hidden size."""
-    n_heads: int = 16
+    n_heads: int = field(default=16, metadata=POSITIVE)
     """Attention heads."""
-    n_layers: int = 24
+    n_layers: int = field(default=24, metadata=POSITIVE)
     """Transformer blocks."""
-    expansion_ratio: float = 4
+    expansion_ratio: float = field(default=4, metadata={"gt": 0})
     """MLP width as a multiple of d_model."""
-    max_seq_len: int = 2048
+    max_seq_len: int = field(default=2048, metadata=POSITIVE)
     """Longest sequence (learned positions need it; ALiBi extrapolates past it)."""
-    vocab_size: int = 50368
+    vocab_size: int = field(default=50368, metadata=POSITIVE)
     """Vocabulary size; padded up to a multiple of pad_vocab_multiple for speed."""
-    pad_vocab_multiple: int = 128
+    pad_vocab_multiple: int = field(default=128, metadata=POSITIVE)
     """Pad the embedding to a multiple of this (1 disables): 50277 -> 50432."""
-    resid_pdrop: float = 0.0
+    resid_pdrop: float = field(default=0.0, metadata=PROBABILITY)
     """Dropout on residual branches."""
-    emb_pdrop: float = 0.0
+    emb_pdrop: float = field(default=0.0, metadata=PROBABILITY)
     """Dropout on embeddings."""
     learned_pos_emb: bool = True
     """Learned absolute positions (wpe)."""
@@ -133,15 +134,15 @@ class MptArgs:
     """Scale the embedding gradient by this (GLM's stability trick)."""
     norm_type: NormType = "low_precision_layernorm"
     """layernorm, low_precision_layernorm, rmsnorm or low_precision_rmsnorm."""
-    norm_eps: float = 1e-5
+    norm_eps: float = field(default=1e-5, metadata={"gt": 0})
     """Norm epsilon."""
     tie_word_embeddings: bool = True
     """Share the input embedding with the output projection."""
     loss_fn: Literal["torch_crossentropy", "fused_crossentropy"] = "torch_crossentropy"
     """LLM Foundry compatibility: both mean our chunked cross-entropy."""
-    z_loss: float = 0.0
+    z_loss: float = field(default=0.0, metadata=NON_NEGATIVE)
     """Coefficient of the z-loss (logsumexp^2) regularizer."""
-    loss_chunk_size: int = 4096
+    loss_chunk_size: int = field(default=4096, metadata=POSITIVE)
     """Tokens per chunk of the output projection + cross-entropy."""
     load_hf: str | None = None
     """Start from the weights of a Hugging Face directory (MptForCausalLM, GPT2LMHeadModel or

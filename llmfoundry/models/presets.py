@@ -24,6 +24,8 @@ def apply_preset(raw: dict[str, Any], presets: dict[str, dict[str, Any]]) -> dic
     name = raw.get("preset")
     if name is None:
         return raw
+    if not isinstance(name, str):
+        raise UserError(f"preset: got {name!r}, expected a preset name, one of {', '.join(presets)}")
     if name not in presets:
         close = difflib.get_close_matches(str(name), list(presets), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

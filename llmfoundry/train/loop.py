@@ -31,14 +31,16 @@ from llmfoundry.checkpoint.pointer import STEP_NAME, checkpoint_name, read_lates
 from llmfoundry.checkpoint.reader import load_state, resolve_checkpoint, verify_checkpoint
 from llmfoundry.config.loader import LoadedConfig
 from llmfoundry.config.schema import FSDPConfig, TrainConfig
-from llmfoundry.data.loaders import LoaderParts, build_loader, check_loader
+from llmfoundry.data.loaders import LoaderParts, build_loader
 from llmfoundry.data.text import DataPosition, StepBatches
-from llmfoundry.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, restart_count, shutdown
+from llmfoundry.distributed import all_reduce_sum, barrier, init_distributed, restart_count, shutdown
 from llmfoundry.errors import UserError
+from llmfoundry.io import disk_errors, write_atomic
 from llmfoundry.models import build_model
 from llmfoundry.train.grads import build_scaler, clip_to_norm, global_grad_norm
 from llmfoundry.train.guard import RunGuard, one_line
 from llmfoundry.train.optim import build_optimizer
+from llmfoundry.train.preflight import eval_keys, preflight
 from llmfoundry.train.schedule import lr_multiplier, steps_for
 from llmfoundry.train.spike import Spike, SpikeGuard
 
@@ -51,41 +53,6 @@ def _peak_flops(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
-
-
-def _check_before_work(cfg: TrainConfig, dist: DistInfo) -> tuple[int, int]:
-    """Everything that can be wrong with the config, found before any model or data is built."""
-    from llmfoundry.data.tokenizer import load_tokenizer
-
-    micro = cfg.device_train_microbatch_size
-    per_rank, rest = divmod(cfg.global_train_batch_size, dist.world_size)
-    if rest:
-        raise UserError(f"global_train_batch_size: {cfg.global_train_batch_size} is not divisible by the "
-                        f"{dist.world_size} processes")
-    if micro == "auto":
-        micro = per_rank  # the data comes as whole per-process batches; _fitting_forward_backward splits them
-    if per_rank % micro:
-        raise UserError(f"device_train_microbatch_size: {micro} does not divide the per-process batch {per_rank} "
-                        f"(global_train_batch_size {cfg.global_train_batch_size} / {dist.world_size} processes)")
-    load_tokenizer(cfg.tokenizer.name)
-    check_loader(cfg.train_loader, "train_loader")
-    for where, loader in _eval_keys(cfg):
-        check_loader(loader, where, used=not cfg.eval_interval.is_zero)
-    if cfg.precision == "amp_fp8" and dist.device.type == "cpu":
-        raise UserError("precision: amp_fp8 needs an H100-class GPU (compute capability 8.9+) and torchao; "
-                        "use fp32 or amp_bf16 on CPU")
-    if cfg.precision == "amp_fp8":  # never silently train in another precision
-        raise UserError("precision: amp_fp8 (torchao float8) is not available in this build; use amp_bf16")
-    if cfg.precision == "amp_fp16" and dist.device.type == "cpu":
-        raise UserError("precision: amp_fp16 needs a GPU; use fp32 or amp_bf16 on CPU")
-    return micro, per_rank // micro
-
-
-def _eval_keys(cfg: TrainConfig) -> list[tuple[str, Any]]:
-    """(config key, loader) of each eval loader: `eval_loader`, or `eval_loader[i]` for a list."""
-    if isinstance(cfg.eval_loader, list):
-        return [(f"eval_loader[{i}]", loader) for i, loader in enumerate(cfg.eval_loader)]
-    return [("eval_loader", cfg.eval_loader)] if cfg.eval_loader is not None else []
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> Any:
@@ -134,7 +101,7 @@ class Trainer:
 
             os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
         self.dist = init_distributed(cfg.dist_timeout)
-        self.micro, self.accumulation = _check_before_work(cfg, self.dist)
+        self.micro, self.accumulation = preflight(cfg, self.dist, loaded.origin)
         self.config_yaml = loaded.to_yaml()
         self.checkpoints = CheckpointManager.for_run(  # the run folder: save_folder, or its local staging for s3://
             str(cfg.save_folder), staging=cfg.save_staging_folder, config_yaml=self.config_yaml,
@@ -176,7 +143,7 @@ class Trainer:
         self.collate = self.train_parts.collate
         # (metric suffix, loader parts): "" for one eval_loader, "/<label>" for each of a list
         self.evals = [("" if where == "eval_loader" else f"/{loader.label}",
-                       self._loader(loader, where, training=False)) for where, loader in _eval_keys(cfg)]
+                       self._loader(loader, where, training=False)) for where, loader in eval_keys(cfg)]
         from llmfoundry.config.foundry_compat import translate_train
 
         self.notes = self.guard.notes + translate_train(loaded.data)[1] + self.mesh_notes + self.train_parts.notes + \
@@ -341,17 +308,20 @@ class Trainer:
 
         cfg, dist = self.cfg, self.dist
         if dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(self.config_yaml)
+            with disk_errors(self.run_dir):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.run_dir / "config.yaml", self.config_yaml)
         barrier()
         if self.resume_from is not None:
             self._restore(self.resume_from, weights_only=False)
         elif cfg.load_path:
             on_main(lambda: resolve_checkpoint(cfg.load_path))  # an s3:// load_path is downloaded once, by rank 0
             self._restore(resolve_checkpoint(cfg.load_path), weights_only=cfg.load_weights_only)
-        log = MetricLoggers(self.run_dir, cfg.loggers, run_name=cfg.run_name,
-                            config=yaml.safe_load(self.config_yaml), total_steps=self.max_steps,
-                            progress_bar=cfg.progress_bar, log_to_console=cfg.log_to_console) if dist.is_main else None
+        with disk_errors(self.run_dir):  # metrics.jsonl (and any logger's files) open here
+            log = MetricLoggers(self.run_dir, cfg.loggers, run_name=cfg.run_name,
+                                config=yaml.safe_load(self.config_yaml), total_steps=self.max_steps,
+                                progress_bar=cfg.progress_bar,
+                                log_to_console=cfg.log_to_console) if dist.is_main else None
         self.log = log
         log_every = max(self._steps(cfg.console_log_interval), 1)
         save_every = self._steps(cfg.save_interval) if not cfg.save_interval.is_zero else 0
