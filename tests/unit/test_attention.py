@@ -71,7 +71,7 @@ def test_backend_matches_float64_reference(case, impl):
     q, k, v, slopes, seq, pad = make_inputs(case)
     expected = naive_float64(q, k, v, causal=case["causal"], slopes=slopes, sequence_id=seq, padding=pad)
     mask = build_mask(impl, batch=q.shape[0], seq_len=q.shape[2], device=q.device, causal=case["causal"],
-                      alibi_slopes=slopes, sequence_id=seq, key_padding_mask=pad)
+                      alibi=(q.shape[1], 8.0) if case.get("alibi") else None, sequence_id=seq, key_padding_mask=pad)
     with torch.no_grad():
         got = attention(q, k, v, mask)
     rows = pad if pad is not None else torch.ones(q.shape[0], q.shape[2], dtype=torch.bool)
@@ -83,8 +83,8 @@ def test_backend_matches_float64_reference(case, impl):
 def test_torch_backend_in_float64_is_exact(case):
     q, k, v, slopes, seq, pad = make_inputs(case, dtype=torch.float64)
     expected = naive_float64(q, k, v, causal=case["causal"], slopes=slopes, sequence_id=seq, padding=pad)
-    mask = build_mask("torch", batch=2, seq_len=12, device=q.device, causal=case["causal"], alibi_slopes=slopes,
-                      sequence_id=seq, key_padding_mask=pad)
+    mask = build_mask("torch", batch=2, seq_len=12, device=q.device, causal=case["causal"],
+                      alibi=(4, 8.0) if case.get("alibi") else None, sequence_id=seq, key_padding_mask=pad)
     assert (attention(q, k, v, mask) - expected).abs().max() < 1e-12
 
 
@@ -95,7 +95,7 @@ def test_sdpa_gradients_match_torch_backend():
         q, k, v, slopes, seq, _ = make_inputs(case)
         for t in (q, k, v):
             t.requires_grad_(True)
-        mask = build_mask(impl, batch=2, seq_len=12, device=q.device, causal=True, alibi_slopes=slopes,
+        mask = build_mask(impl, batch=2, seq_len=12, device=q.device, causal=True, alibi=(4, 8.0),
                           sequence_id=seq)
         attention(q, k, v, mask).square().sum().backward()
         grads.append([t.grad for t in (q, k, v)])
@@ -151,7 +151,7 @@ def test_gpu_backends_train_like_torch(impl):
         q, k, v, slopes, seq, _ = (x.cuda() if x is not None else None for x in make_inputs(case, t=256, d=64))
         for t in (q, k, v):
             t.requires_grad_(True)
-        mask = build_mask(name, batch=2, seq_len=256, device=q.device, causal=True, alibi_slopes=slopes,
+        mask = build_mask(name, batch=2, seq_len=256, device=q.device, causal=True, alibi=(4, 8.0),
                           sequence_id=seq)
         out = attention(q, k, v, mask)
         out.square().sum().backward()
