@@ -33,19 +33,9 @@ from llmfoundry.data.text import DataPosition, StepBatches
 from llmfoundry.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from llmfoundry.errors import UserError
 from llmfoundry.models import build_model
+from llmfoundry.train.devices import peak_flops
 from llmfoundry.train.optim import build_optimizer
 from llmfoundry.train.schedule import lr_multiplier, steps_for
-
-# Dense bf16 peak FLOP/s for MFU; unknown devices (CPUs) report no MFU rather than a made-up one.
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12}
-
-
-def _peak_flops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
-
 
 def _check_before_work(cfg: TrainConfig, dist: DistInfo) -> tuple[int, int]:
     """Everything that can be wrong with the config, found before any model or data is built."""
@@ -271,7 +261,7 @@ class Trainer:
         has_eval = cfg.eval_loader is not None or bool(self.icl_tasks)
         eval_every = self._steps(cfg.eval_interval) if (has_eval and not cfg.eval_interval.is_zero) else 0
         flops_per_token = self.model.flops_per_token(self.seq_len)
-        peak = _peak_flops(dist.device)
+        peak = peak_flops(dist.device)
         if log is not None:
             resumed = f" (resumed at step {self.step} from {self.resume_from.name})" if self.resume_from else ""
             log.message(f"training {self.model.num_params():,} parameters for {self.max_steps} steps of "

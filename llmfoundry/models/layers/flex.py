@@ -48,8 +48,10 @@ def _tile_ranges(segments: torch.Tensor, tiles: int) -> tuple[torch.Tensor, torc
 def _ordered(tiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, Q, K] bool tiles -> (count [B,1,Q], kv tile indices [B,1,Q,K], the kept ones first) in int32."""
     counts = tiles.sum(-1, dtype=torch.int32)
-    indices = torch.argsort(tiles.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32)
-    return counts[:, None], indices[:, None]
+    k = tiles.shape[-1]
+    column = torch.arange(k, dtype=torch.int32, device=tiles.device)
+    indices = torch.where(tiles, column, k).sort(dim=-1).values  # listed tiles in order, then k (unused slots)
+    return counts[:, None], indices.masked_fill_(indices == k, 0)[:, None]
 
 
 def block_mask(segments: torch.Tensor | None, seq_len: int, device: torch.device, causal: bool) -> Any:
