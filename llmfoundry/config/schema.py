@@ -238,6 +238,10 @@ class FSDPConfig:
     """Recompute activations in backward: true/full (every block), selective (every other block), false/none."""
     compile: bool = False
     """torch.compile each block."""
+    activation_cpu_offload: bool = False
+    """Move the activations each block saves for backward to host memory (pinned on CUDA), as LLM Foundry's key."""
+    cpu_offload: bool = False
+    """FSDP2 CPUOffloadPolicy: parameter shards, gradients and the optimizer step live in host memory."""
 
 
 @dataclass

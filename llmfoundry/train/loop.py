@@ -161,9 +161,11 @@ class Trainer:
 
     def _parallelize(self, model: nn.Module, fsdp: FSDPConfig) -> None:
         """Activation checkpointing and compile per block, then FSDP2 (or replication) over the ranks."""
-        from llmfoundry.distributed.parallelize import apply_ac, apply_compile, apply_fsdp
+        from llmfoundry.distributed.parallelize import apply_ac, apply_activation_offload, apply_compile, apply_fsdp
 
         apply_ac(model, fsdp.activation_checkpointing)
+        if fsdp.activation_cpu_offload:
+            apply_activation_offload(model, self.dist.device)
         if fsdp.compile:
             apply_compile(model)
         if self.dist.world_size > 1:
