@@ -324,8 +324,9 @@ class TrainConfig:
     """Evaluate before the first step."""
     eval_subset_num_batches: int = -1
     """Cap on eval batches per evaluation (-1 = whole eval set)."""
-    precision: Literal["fp32", "amp_bf16", "amp_fp16"] = "amp_bf16"
-    """Compute precision; amp_fp16 uses dynamic loss scaling."""
+    precision: Literal["fp32", "amp_bf16", "amp_fp16", "amp_fp8"] = "amp_bf16"
+    """Compute precision; amp_fp16 uses dynamic loss scaling; amp_fp8: torchao float8 matmuls in the blocks
+    (H100-class GPUs, compute capability 8.9+), bf16 elsewhere."""
     seed: int = 17
     """Seed for weights init, dropout and the data order."""
     max_seq_len: int | None = None

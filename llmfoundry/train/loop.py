@@ -51,19 +51,23 @@ def _check_before_work(cfg: TrainConfig, dist: DistInfo) -> tuple[int, int]:
     if per_rank % micro:
         raise UserError(f"device_train_microbatch_size: {micro} does not divide the per-process batch {per_rank} "
                         f"(global_train_batch_size {cfg.global_train_batch_size} / {dist.world_size} processes)")
+    if cfg.precision == "amp_fp16" and dist.device.type == "cpu":
+        raise UserError("precision: amp_fp16 needs a GPU; use fp32 or amp_bf16 on CPU")
+    if cfg.precision == "amp_fp8":
+        from llmfoundry.train.fp8 import check_fp8
+
+        check_fp8(dist.device)
     load_tokenizer(cfg.tokenizer.name)
     check_loader(cfg.train_loader, "train_loader")
     if cfg.eval_loader is not None:
         check_loader(cfg.eval_loader, "eval_loader")
-    if cfg.precision == "amp_fp16" and dist.device.type == "cpu":
-        raise UserError("precision: amp_fp16 needs a GPU; use fp32 or amp_bf16 on CPU")
     return micro, per_rank // micro
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> Any:
     if cfg.precision == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.precision == "amp_bf16" else torch.float16
+    dtype = torch.float16 if cfg.precision == "amp_fp16" else torch.bfloat16  # amp_fp8: bf16 outside the fp8 GEMMs
     return torch.autocast(device.type, dtype=dtype)
 
 
@@ -163,13 +167,18 @@ class Trainer:
         """Activation checkpointing and compile per block, then FSDP2 (or replication) over the ranks."""
         from llmfoundry.distributed.parallelize import apply_ac, apply_activation_offload, apply_compile, apply_fsdp
 
+        if self.cfg.precision == "amp_fp8":  # before compile and sharding, as torchtitan orders them
+            from llmfoundry.train.fp8 import apply_fp8
+
+            apply_fp8(model)
         apply_ac(model, fsdp.activation_checkpointing)
         if fsdp.activation_cpu_offload:
             apply_activation_offload(model, self.dist.device)
         if fsdp.compile:
             apply_compile(model)
         if self.dist.world_size > 1:
-            compute = {"fp32": None, "amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}[self.cfg.precision]
+            compute = {"fp32": None, "amp_bf16": torch.bfloat16, "amp_fp16": torch.float16,
+                       "amp_fp8": torch.bfloat16}[self.cfg.precision]
             apply_fsdp(model, fsdp, self.dist.device, compute)
 
     def _icl(self, loaded: LoadedConfig) -> tuple[list[Any], Any]:
@@ -417,7 +426,8 @@ class Trainer:
 
             metrics = evaluate_icl(self.model, self.tokenizer, self.icl_tasks, batch_size=cfg.device_eval_batch_size,
                                    max_seq_len=cfg.icl_seq_len or self.seq_len, device=self.dist.device,
-                                   precision=cfg.precision, shard=self.dist.world_size == 1)
+                                   precision="amp_bf16" if cfg.precision == "amp_fp8" else cfg.precision,
+                                   shard=self.dist.world_size == 1)
             metrics = {f"icl/{k}": v for k, v in metrics.items()}
             if self.gauntlet is not None:
                 sizes = {t.label: len(load_items(t)) for t in self.icl_tasks}
