@@ -2,8 +2,8 @@
 
 MosaicBERT's recipe: ALiBi instead of position embeddings, GeGLU feed-forward, low-precision LayerNorm, and
 unpadded execution: the real tokens of a batch are gathered once into one [tokens, d_model] matrix and every
-layer, attention included, runs on them (layers/varlen.py: flash varlen, a flex row mask, or per-row SDPA),
-so no work is spent on padding and nothing is re-padded until the output. `classic: true` switches to learned positions and a GELU MLP: exactly
+layer runs on them, and attention runs on them too (layers/varlen.py: flash varlen, or one batched call over
+the rows first-fit packed into bins), so work follows the real tokens and nothing is re-padded until the output. `classic: true` switches to learned positions and a GELU MLP: exactly
 `transformers`' BertModel/BertForMaskedLM math (tested against a real checkpoint).
 """
 
@@ -22,7 +22,7 @@ from llmfoundry.models.layers.attention import AttentionMask, attention, build_m
 from llmfoundry.models.layers.loss import IGNORE_INDEX, chunked_cross_entropy
 from llmfoundry.models.layers.mlp import MLP
 from llmfoundry.models.layers.norm import Norm, NormType
-from llmfoundry.models.layers.varlen import Packed, packed_attention
+from llmfoundry.models.layers.varlen import Bins, Packed, packed_attention
 from llmfoundry.models.params import count_params
 from llmfoundry.models.presets import apply_preset
 
@@ -110,6 +110,7 @@ class _Layout:
     impl: str
     alibi: tuple[int, float] | None
     packed: Packed | None = None
+    bins: Bins | None = None  # packed, every impl but flash
     mask: AttentionMask | None = None
 
     def to_padded(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,9 +134,8 @@ class BertAttention(nn.Module):
         """x: [N, d] packed tokens or [B, T, d]."""
         p = self.dropout if self.training else 0.0
         qkv = self.Wqkv(x).unflatten(-1, (3, self.n_heads, self.head_dim))
-        if layout.packed is not None:
-            q, k, v = qkv.unbind(1)  # [N, H, D]
-            out = packed_attention(q, k, v, layout.packed, layout.impl, alibi=layout.alibi, dropout_p=p)
+        if layout.packed is not None:  # qkv [N, 3, H, D]
+            out = packed_attention(qkv, layout.packed, layout.bins, layout.impl, alibi=layout.alibi, dropout_p=p)
         else:
             q, k, v = (z.transpose(1, 2) for z in qkv.unbind(2))  # [B, H, T, D]
             out = attention(q, k, v, layout.mask, dropout_p=p).transpose(1, 2)  # type: ignore[arg-type]
@@ -188,6 +188,8 @@ class BertEncoder(nn.Module):
         layout = _Layout(impl, None if a.classic else (a.n_heads, a.alibi_bias_max))
         if attention_mask is not None and a.unpad:  # gather the real tokens once; every layer runs on them
             layout.packed = Packed.from_mask(attention_mask.bool())
+            if impl != "flash":
+                layout.bins = Bins.build(layout.packed, impl, layout.alibi)
             input_ids, types, positions = (layout.packed.pack(z) for z in (input_ids, types, positions))
         else:
             layout.mask = build_mask(impl, batch=b, seq_len=t, device=input_ids.device, causal=False,

@@ -61,7 +61,16 @@ def test_unpadded_classifier_equals_padded():
         assert (g_pad[name] - g_packed[name]).abs().max() < 1e-5, name
 
 
-def test_full_rows_take_one_batched_call_and_match():
+def test_rows_are_first_fit_into_bins():
+    ids, keep, _ = batch()  # lengths 48, 30, 7, 48, 19 in rows of 48: bins {48}, {48}, {30, 7}, {19}
+    packed = varlen.Packed.from_mask(keep)
+    bins = varlen.Bins.build(packed, "sdpa", None)
+    assert bins.count == 4
+    x = torch.randn(int(keep.sum()), 3)
+    assert torch.equal(x[bins.source][bins.slot], x)  # every packed token has its own slot
+
+
+def test_full_rows_match():
     model = make().train()
     ids, keep, labels = batch(lengths=(48,) * 4)
     padded, _ = loss_and_grads(model, False, input_ids=ids, attention_mask=keep, labels=labels)

@@ -1,13 +1,15 @@
 """Attention over packed (unpadded) tokens: MosaicBERT's unpadding, end to end.
 
-The real tokens of a padded [B, T] batch are gathered once into [N, ...] rows (`Packed`), every layer runs
-on them, and nothing is re-padded in between. Attention keeps each batch row to itself:
-- `flash`: flash-attn's varlen kernel over cu_seqlens (CUDA);
-- `flex`: one packed [1, H, N, D] sequence with a same-row BlockMask (flex.py) and ALiBi as a score_mod;
-- `sdpa` / `torch`: one call per batch row (work proportional to sum of L_i^2, and it trains on CPU), or
-  one batched call when every row has the same length.
-ALiBi distances count the real tokens of a row in order; every collator pads at one end, where that is
-the padded model's distance exactly.
+The real tokens of a padded [B, T] batch are gathered once into [N, ...] rows (`Packed`); embeddings, every
+linear layer, the norms and the MLM head run on those N tokens, and nothing is re-padded to [B, T] until the
+output. Attention keeps each batch row to itself:
+- `flash`: flash-attn's varlen kernel over cu_seqlens (CUDA), straight on the packed tokens;
+- `sdpa` / `torch` / `flex`: the rows are first-fit packed into bins of T slots (`Bins`: typically
+  ceil(N / T) bins, against B padded rows) and attention runs once, batched, over the bins with a
+  same-row mask (a dense bias, or flex's BlockMask), so its work follows the real tokens too. One batched
+  call matters on CPU: per-row calls cost more in dispatch than padding saves at BERT lengths.
+ALiBi distances count the real tokens of a row in order; every collator pads at one end, where that is the
+padded model's distance exactly.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
-from llmfoundry.models.layers import flex as flex_parts
 from llmfoundry.models.layers.alibi import alibi_slopes
-from llmfoundry.models.layers.attention import reference_attention, static_bias
+from llmfoundry.models.layers.attention import AttentionMask, attention, build_mask
 
 
 @dataclass
@@ -42,11 +43,6 @@ class Packed:
     def cu_seqlens(self) -> torch.Tensor:
         return F.pad(self.keep.sum(1).cumsum(0), (1, 0)).to(torch.int32)
 
-    @cached_property
-    def lengths(self) -> list[int]:
-        """Real tokens per row, on the host (the per-row backends only; one more sync)."""
-        return self.keep.sum(1).tolist()
-
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, ...] -> [N, ...]."""
         return x.reshape(self.batch * self.seq_len, *x.shape[2:])[self.indices]
@@ -62,47 +58,62 @@ class Packed:
         return x[self.cu_seqlens[:-1].long()]
 
 
-def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, packed: Packed, impl: str, *,
+@dataclass
+class Bins:
+    """The packed rows first-fit into bins of `seq_len` slots: `source` [bins*T] packed token per slot (0 in
+    empty slots, which the mask hides), `slot` [N] where each packed token sits, `mask` the same-row mask."""
+
+    count: int
+    source: torch.Tensor
+    slot: torch.Tensor
+    mask: AttentionMask
+
+    @classmethod
+    def build(cls, packed: Packed, impl: str, alibi: tuple[int, float] | None) -> Bins:
+        t, device = packed.seq_len, packed.keep.device
+        lengths = packed.keep.sum(1).tolist()  # the host decides the bins: one sync per forward
+        starts = [0]
+        for n in lengths[:-1]:
+            starts.append(starts[-1] + n)
+        free: list[int] = []  # room left per bin
+        placed = [(0, 0)] * len(lengths)  # (bin, offset) per row
+        for row in sorted(range(len(lengths)), key=lambda r: -lengths[r]):  # first-fit decreasing
+            n = lengths[row]
+            b = next((i for i, room in enumerate(free) if room >= n), len(free))
+            if b == len(free):
+                free.append(t)
+            placed[row] = (b, t - free[b])
+            free[b] -= n
+        source = torch.zeros(len(free) * t, dtype=torch.long)
+        segment = torch.full((len(free) * t,), -1, dtype=torch.long)
+        slot = torch.empty(sum(lengths), dtype=torch.long)
+        for row, ((b, offset), n) in enumerate(zip(placed, lengths)):
+            at = b * t + offset
+            source[at:at + n] = torch.arange(starts[row], starts[row] + n)
+            segment[at:at + n] = row
+            slot[starts[row]:starts[row] + n] = torch.arange(at, at + n)
+        mask = build_mask(impl, batch=len(free), seq_len=t, device=device, causal=False, alibi=alibi,
+                          sequence_id=segment.view(len(free), t).to(device))
+        return cls(len(free), source.to(device), slot.to(device), mask)
+
+
+def packed_attention(qkv: torch.Tensor, packed: Packed, bins: Bins | None, impl: str, *,
                      alibi: tuple[int, float] | None, softmax_scale: float | None = None,
                      dropout_p: float = 0.0) -> torch.Tensor:
-    """Bidirectional attention of q, k, v [N, H, D] within each row of `packed`; returns [N, H, D]."""
-    scale = softmax_scale if softmax_scale is not None else q.shape[-1] ** -0.5
-    slopes = alibi_slopes(alibi[0], alibi[1], q.device) if alibi is not None else None
+    """Bidirectional attention of qkv [N, 3, H, D] within each row of `packed`; returns [N, H, D].
+
+    `bins`: Bins.build(packed, impl, alibi) for every impl but flash (built once per forward by the caller)."""
     if impl == "flash":
         from flash_attn import flash_attn_varlen_func
 
+        scale = softmax_scale if softmax_scale is not None else qkv.shape[-1] ** -0.5
+        slopes = alibi_slopes(alibi[0], alibi[1], qkv.device).float() if alibi is not None else None
         cu, t = packed.cu_seqlens, packed.seq_len  # t bounds every row: flash sizes its grid by it, no sync
-        return flash_attn_varlen_func(q, k, v, cu, cu, t, t, dropout_p=dropout_p, softmax_scale=scale,
+        return flash_attn_varlen_func(*qkv.unbind(1), cu, cu, t, t, dropout_p=dropout_p, softmax_scale=scale,
                                       causal=False, alibi_slopes=slopes)
-    if impl == "flex":
-        rows = (packed.indices // packed.seq_len)[None]  # a row id per packed token: no sync
-        block = flex_parts.block_mask(rows, q.shape[0], q.device, causal=False)
-        score_mod = flex_parts.alibi_score_mod(slopes, causal=False) if slopes is not None else None
-        out = flex_parts.flex(*(x.transpose(0, 1)[None] for x in (q, k, v)), block, score_mod, scale)
-        return out[0].transpose(0, 1)
-    return _per_row(q, k, v, packed, impl, alibi, scale, dropout_p)
-
-
-def _per_row(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, packed: Packed, impl: str,
-             alibi: tuple[int, float] | None, scale: float, dropout_p: float) -> torch.Tensor:
-    lengths = packed.lengths
-    bias = None
-    if alibi is not None or impl == "torch":  # the row length's bias, sliced to each row (it is shift-invariant)
-        dtype = q.dtype if impl == "sdpa" else torch.float32
-        bias = static_bias(packed.seq_len, q.device, False, alibi, dtype)
-
-    def one(qi: torch.Tensor, ki: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:  # [R, L, H, D]
-        qi, ki, vi = (x.transpose(1, 2) for x in (qi, ki, vi))
-        n = qi.shape[2]
-        b = None if bias is None else bias[..., :n, :n]
-        if impl == "torch":
-            out = reference_attention(qi, ki, vi, b, scale, dropout_p)
-        else:
-            out = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=b, dropout_p=dropout_p, scale=scale)
-        return out.transpose(1, 2)
-
-    if len(set(lengths)) == 1:  # no padding: one batched call
-        rows = [x.view(packed.batch, lengths[0], *x.shape[1:]) for x in (q, k, v)]
-        return one(*rows).reshape(q.shape)
-    rows = zip(*(x.split(lengths) for x in (q, k, v)))
-    return torch.cat([one(*(x[None] for x in row))[0] for row in rows if row[0].shape[0]])
+    assert bins is not None
+    t = packed.seq_len
+    binned = qkv[bins.source].view(bins.count, t, *qkv.shape[1:])  # [bins, T, 3, H, D]
+    q, k, v = (x.transpose(1, 2) for x in binned.unbind(2))  # [bins, H, T, D]
+    out = attention(q, k, v, bins.mask, softmax_scale=softmax_scale, dropout_p=dropout_p)
+    return out.transpose(1, 2).reshape(bins.count * t, *out.shape[1:2], out.shape[-1])[bins.slot]
