@@ -102,3 +102,21 @@ def test_layers_never_repad(monkeypatch):
     with torch.no_grad():
         logits = model(ids, attention_mask=keep)
     assert len(calls) == 1 and logits.shape[:2] == ids.shape
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("impl", ["flex", "flash"])
+def test_gpu_packed_training_equals_padded(impl):
+    from llmfoundry.models.layers.attention import available_impls
+
+    if impl not in available_impls("cuda"):
+        pytest.skip(f"{impl} unavailable")
+    model = make(attn_impl="sdpa").cuda().train()
+    ids, keep, labels = (x.cuda() for x in batch(lengths=(200, 130, 7, 256, 64), t=256))
+    padded, g_pad = loss_and_grads(model, False, input_ids=ids, attention_mask=keep, labels=labels)
+    model.bert.args.attn_impl = impl
+    packed, g_packed = loss_and_grads(model, True, input_ids=ids, attention_mask=keep, labels=labels)
+    assert abs(packed - padded) / padded < 1e-3
+    for name in g_pad:
+        assert (g_pad[name] - g_packed[name]).abs().max() <= 1e-2 * g_pad[name].abs().max() + 1e-6, name
