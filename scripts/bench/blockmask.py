@@ -32,7 +32,7 @@ segments = (torch.arange(t) // 1000)[None]
 def mod(b, h, q, kv):
     return (q >= kv) & (segments[b, q] == segments[b, kv])
 if method == "after":
-    build = lambda: flex_parts.block_mask(segments, t, torch.device("cpu"), causal=True)
+    build = lambda: flex_parts.flex_block_mask(segments, t, torch.device("cpu"), causal=True)
 elif method == "before":
     build = lambda: create_block_mask(mod, 1, None, t, t, device="cpu")
 else:

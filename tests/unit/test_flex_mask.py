@@ -50,9 +50,9 @@ def test_tiles_never_drop_an_allowed_pair_and_match_torch_on_packed_documents(t,
     n = -(-t // 128)
     for name, segments in [("none", None), *layouts(t).items()]:
         if segments is None and not causal:
-            assert flex_parts.block_mask(None, t, torch.device("cpu"), causal) is None  # attend to all
+            assert flex_parts.flex_block_mask(None, t, torch.device("cpu"), causal) is None  # attend to all
             continue
-        ours = flex_parts.block_mask(segments, t, torch.device("cpu"), causal)
+        ours = flex_parts.flex_block_mask(segments, t, torch.device("cpu"), causal)
         ref = reference(segments, t, causal)
         o_part, o_full = tiles(ours.kv_num_blocks, ours.kv_indices, n), tiles(ours.full_kv_num_blocks, ours.full_kv_indices, n)
         r_part, r_full = tiles(ref.kv_num_blocks, ref.kv_indices, n), tiles(ref.full_kv_num_blocks, ref.full_kv_indices, n)
@@ -67,7 +67,7 @@ def test_tiles_never_drop_an_allowed_pair_and_match_torch_on_packed_documents(t,
 def test_block_mask_at_65k_tokens_is_tile_sized():
     t = 65536
     segments = (torch.arange(t) // 3000)[None].expand(2, t)
-    mask = flex_parts.block_mask(segments, t, torch.device("cpu"), causal=True)
+    mask = flex_parts.flex_block_mask(segments, t, torch.device("cpu"), causal=True)
     n = t // 128
     assert mask.kv_indices.shape == (2, 1, n, n)  # 2 x 512 x 512 int32: 2 MiB, against 8 GiB of [B,1,T,T] bools
     # a document spans ~24 tiles: a row of query tiles (at most two documents) lists only those documents' tiles
@@ -76,6 +76,6 @@ def test_block_mask_at_65k_tokens_is_tile_sized():
 
 
 def test_static_causal_mask_is_built_once():
-    a = flex_parts.block_mask(None, 1000, torch.device("cpu"), causal=True)
-    b = flex_parts.block_mask(None, 1000, torch.device("cpu"), causal=True)
+    a = flex_parts.flex_block_mask(None, 1000, torch.device("cpu"), causal=True)
+    b = flex_parts.flex_block_mask(None, 1000, torch.device("cpu"), causal=True)
     assert a is b

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from llmfoundry.errors import UserError
-from llmfoundry.models.layers import flex as flex_parts
+from llmfoundry.models.layers.flex import alibi_score_mod, flex, flex_block_mask
 from llmfoundry.models.layers.alibi import alibi_slopes
 from llmfoundry.models.layers.cache import static_cache
 
@@ -131,8 +131,8 @@ def build_mask(
         elif segments is not None:
             mask.bias = _dense_bias(seq_len, device, causal, slopes, segments)
     elif impl == "flex":
-        mask.block_mask = flex_parts.block_mask(segments, seq_len, device, causal)
-        mask.score_mod = flex_parts.alibi_score_mod(slopes.float(), causal) if slopes is not None else None
+        mask.block_mask = flex_block_mask(segments, seq_len, device, causal)
+        mask.score_mod = alibi_score_mod(slopes.float(), causal) if slopes is not None else None
     elif impl == "flash" and segments is not None:
         mask.varlen = _cu_seqlens(segments)
     return mask
@@ -226,7 +226,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Attention
     if impl == "flex":
         if dropout_p:
             raise UserError("attn_pdrop: FlexAttention has no attention dropout; set attn_pdrop: 0 or use sdpa")
-        return flex_parts.flex(q, k, v, mask.block_mask, mask.score_mod, scale)
+        return flex(q, k, v, mask.block_mask, mask.score_mod, scale)
     if impl == "flash":
         return _flash(q, k, v, mask, scale, dropout_p)
     return reference_attention(q, k, v, mask.bias_as(torch.float32), scale, dropout_p)

@@ -13,13 +13,13 @@ from typing import Callable, TypeVar
 
 import torch
 
-F = TypeVar("F", bound=Callable)
+_Fn = TypeVar("_Fn", bound=Callable)
 
 
-def static_cache(maxsize: int = 8) -> Callable[[F], F]:
+def static_cache(maxsize: int = 8) -> Callable[[_Fn], _Fn]:
     """`functools.lru_cache` whose entries are plain (non-inference, no-grad) tensors."""
 
-    def wrap(fn: F) -> F:
+    def wrap(fn: _Fn) -> _Fn:
         @functools.lru_cache(maxsize=maxsize)
         @functools.wraps(fn)
         def cached(*args, **kwargs):  # type: ignore[no-untyped-def]

@@ -54,7 +54,7 @@ def _ordered(tiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return counts[:, None], indices.masked_fill_(indices == k, 0)[:, None]
 
 
-def block_mask(segments: torch.Tensor | None, seq_len: int, device: torch.device, causal: bool) -> Any:
+def flex_block_mask(segments: torch.Tensor | None, seq_len: int, device: torch.device, causal: bool) -> Any:
     """The BlockMask of causal and/or same-document attention over `seq_len` tokens (None: attend to all)."""
     if segments is None:
         return _static_causal_mask(seq_len, device) if causal else None

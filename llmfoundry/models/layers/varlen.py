@@ -20,6 +20,7 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
+from llmfoundry.errors import UserError
 from llmfoundry.models.layers.alibi import alibi_slopes
 from llmfoundry.models.layers.attention import AttentionMask, attention, build_mask
 
@@ -104,7 +105,10 @@ def packed_attention(qkv: torch.Tensor, packed: Packed, bins: Bins | None, impl:
 
     `bins`: Bins.build(packed, impl, alibi) for every impl but flash (built once per forward by the caller)."""
     if impl == "flash":
-        from flash_attn import flash_attn_varlen_func
+        try:  # (a try block keeps exported remote-code files loadable where flash-attn is absent)
+            from flash_attn import flash_attn_varlen_func
+        except ImportError:
+            raise UserError("attn_impl: 'flash' needs the flash-attn package; use sdpa or flex") from None
 
         scale = softmax_scale if softmax_scale is not None else qkv.shape[-1] ** -0.5
         slopes = alibi_slopes(alibi[0], alibi[1], qkv.device).float() if alibi is not None else None
