@@ -2,8 +2,9 @@
 
 MosaicBERT's recipe: ALiBi instead of position embeddings, GeGLU feed-forward, low-precision LayerNorm, and
 unpadded execution: the real tokens of a batch are gathered once into one [tokens, d_model] matrix and every
-layer runs on them, and attention runs on them too (layers/varlen.py: flash varlen, or one batched call over
-the rows first-fit packed into bins), so work follows the real tokens and nothing is re-padded until the output. `classic: true` switches to learned positions and a GELU MLP: exactly
+layer, attention included, runs on them (layers/varlen.py: flash varlen, or one batched call over the rows
+first-fit packed into bins), so work follows the real tokens and nothing is re-padded until the output.
+`classic: true` switches to learned positions and a GELU MLP: exactly
 `transformers`' BertModel/BertForMaskedLM math (tested against a real checkpoint).
 """
 
