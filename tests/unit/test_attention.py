@@ -173,3 +173,28 @@ def test_chunked_loss_with_bias_matches():
     assert abs(got.item() - ref.item()) <= 1e-5 * abs(ref.item())
     for a, b in zip(torch.autograd.grad(got, (hidden, weight, bias)), torch.autograd.grad(ref, (hidden, weight, bias))):
         assert (a - b).abs().max() < 1e-5
+
+
+def test_auto_picks_flash_then_flex_on_cuda_and_sdpa_on_cpu(monkeypatch):
+    from llmfoundry.models.layers import attention as attn
+
+    assert attn.resolve_impl("auto", "cpu") == "sdpa"
+    monkeypatch.setattr(attn, "_has_flash", lambda: False)
+    assert attn.resolve_impl("auto", "cuda") == "flex"
+    assert attn.resolve_impl("auto", "cuda", dropout=True) == "sdpa"  # flex has no attention dropout
+    monkeypatch.setattr(attn, "_has_flash", lambda: True)
+    assert attn.resolve_impl("auto", "cuda", dropout=True) == "flash"
+    assert attn.resolve_impl("torch", "cuda") == "torch"
+    check_impl("auto", "cpu", training=True)  # always runnable
+
+
+def test_static_masks_are_built_once_and_survive_inference_mode():
+    """A bias first built under inference_mode (ICL eval) is reused by a training step that saves it for backward."""
+    device = torch.device("cpu")
+    with torch.inference_mode():
+        first = build_mask("sdpa", batch=1, seq_len=20, device=device, causal=True, alibi=(4, 8.0))
+    again = build_mask("sdpa", batch=1, seq_len=20, device=device, causal=True, alibi=(4, 8.0))
+    assert again.bias is first.bias and again.alibi_slopes is alibi_slopes(4, 8.0, device)
+    q = torch.randn(1, 4, 20, 8, requires_grad=True)
+    attention(q, q, q, again).sum().backward()  # an inference tensor here could not be saved for backward
+    assert q.grad is not None
