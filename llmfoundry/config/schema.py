@@ -329,8 +329,9 @@ class FSDPConfig:
     optimizer steps on CPU). Needs several processes (sharding)."""
     activation_cpu_offload: bool = False
     """Move the activations each block saves for backward to (pinned) CPU memory and back when needed."""
-    forward_prefetch: bool = False
-    """All-gather the next forward_prefetch_limit blocks' parameters while the current block computes."""
+    forward_prefetch: bool = True
+    """All-gather the next forward_prefetch_limit blocks' parameters while the current block computes (on by
+    default, as torchtitan does; LLM Foundry's yamls set it too)."""
     forward_prefetch_limit: int = 1
     """Blocks prefetched ahead in forward when forward_prefetch is on."""
     backward_prefetch: Literal["BACKWARD_PRE", "BACKWARD_POST"] | None = "BACKWARD_PRE"
@@ -471,7 +472,8 @@ class TrainConfig:
     eval_subset_num_batches: int = field(default=-1, metadata={"ge": -1, "ne": 0, "hint": "-1 evaluates the whole eval set; eval_interval: 0 disables evaluation"})
     """Cap on eval batches per evaluation (-1 = whole eval set; 0 is refused: it would log val_loss=0)."""
     precision: Literal["fp32", "amp_bf16", "amp_fp16", "amp_fp8"] = "amp_bf16"
-    """Compute precision; amp_fp16 uses dynamic loss scaling; amp_fp8 needs an H100-class GPU and torchao."""
+    """Compute precision; amp_fp16 uses dynamic loss scaling; amp_fp8: torchao float8 matmuls in the blocks
+    (H100-class GPUs, compute capability 8.9+), bf16 elsewhere."""
     seed: int = field(default=17, metadata=SEED)
     """Seed for weights init, dropout and the data order."""
     max_seq_len: int | None = field(default=None, metadata=POSITIVE)

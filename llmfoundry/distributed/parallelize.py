@@ -30,24 +30,24 @@ def apply_ac(model: nn.Module, mode: bool | Literal["none", "full", "selective"]
             checkpoint(block)
 
 
-def apply_activation_offload(model: nn.Module) -> None:
-    """Keep what each block saves for backward in pinned CPU memory (autograd's save_on_cpu around its forward)."""
-    pin = torch.cuda.is_available()
+def apply_activation_offload(model: nn.Module, device: torch.device) -> None:
+    """Keep the activations each block saves for backward in host memory (LLM Foundry's
+    `activation_cpu_offload`): they come back in backward; pinned on CUDA so the copies overlap compute."""
     for block in model.blocks:  # type: ignore[union-attr]
-        block.register_forward_pre_hook(_enter_offload(pin))
-        block.register_forward_hook(_exit_offload)
+        block.register_forward_pre_hook(_offload_enter)
+        block.register_forward_hook(_offload_exit)
+        block._offload_pin = device.type == "cuda"  # type: ignore[assignment]
 
 
-def _enter_offload(pin: bool):  # noqa: ANN202 - a hook
-    def hook(module: nn.Module, args: object) -> None:
-        module._saved_on_cpu = torch.autograd.graph.save_on_cpu(pin_memory=pin)  # type: ignore[assignment]
-        module._saved_on_cpu.__enter__()
-
-    return hook
+def _offload_enter(block: nn.Module, args: object) -> None:
+    context = torch.autograd.graph.save_on_cpu(pin_memory=block._offload_pin)  # type: ignore[arg-type]
+    context.__enter__()
+    block._offload_context = context  # type: ignore[assignment]
 
 
-def _exit_offload(module: nn.Module, args: object, output: object) -> None:
-    module._saved_on_cpu.__exit__(None, None, None)  # type: ignore[union-attr]
+def _offload_exit(block: nn.Module, args: object, output: object) -> None:
+    block._offload_context.__exit__(None, None, None)  # type: ignore[union-attr]
+    del block._offload_context
 
 
 def apply_compile(model: nn.Module) -> None:
@@ -57,12 +57,14 @@ def apply_compile(model: nn.Module) -> None:
 
 def apply_fsdp(model: nn.Module, cfg: FSDPConfig, device: torch.device,
                compute_dtype: torch.dtype | None) -> DeviceMesh | None:
-    """FSDP2: shard each block, then the root (embeddings, final norm) over all ranks; gradients are summed.
+    """FSDP2 over all ranks (a 2-D mesh for HYBRID_SHARD), grouped as torchtitan does (_shard_groups), with
+    explicit prefetching between blocks; gradients are summed. `cpu_offload` keeps the shards, their gradients
+    and the optimizer step on the host (CPUOffloadPolicy).
 
     With a low-precision `precision`, parameters are all-gathered in that dtype (DEFAULT and PURE) and
     gradients reduced in fp32 (DEFAULT) or in that dtype (PURE); FULL keeps everything in fp32.
     """
-    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy
 
     if cfg.sharding_strategy == "NO_SHARD":  # plain data parallelism: replicate and all-reduce gradients
         from torch.distributed._composable.replicate import replicate
@@ -75,14 +77,40 @@ def apply_fsdp(model: nn.Module, cfg: FSDPConfig, device: torch.device,
     reshard = cfg.reshard_after_forward if cfg.reshard_after_forward is not None else not keep
     low = compute_dtype if cfg.mixed_precision != "FULL" else None
     policy = MixedPrecisionPolicy(param_dtype=low, reduce_dtype=low if cfg.mixed_precision == "PURE" else torch.float32)
-    offload = CPUOffloadPolicy(pin_memory=device.type == "cuda") if cfg.cpu_offload else OffloadPolicy()
-    blocks = list(model.blocks)  # type: ignore[union-attr]
-    for block in blocks:
-        fully_shard(block, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy, offload_policy=offload)
-    fully_shard(model, mesh=mesh, reshard_after_forward=reshard, mp_policy=policy, offload_policy=offload)
+    blocks = _shard_groups(model, reshard, mesh=mesh, mp_policy=policy, offload_policy=_offload_policy(cfg, device))
     apply_prefetch(blocks, cfg)
     disable_gradient_division(model)
     return mesh
+
+
+def _offload_policy(cfg: FSDPConfig, device: torch.device) -> object:
+    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy
+
+    return CPUOffloadPolicy(pin_memory=device.type == "cuda") if cfg.cpu_offload else OffloadPolicy()
+
+
+def _shard_groups(model: nn.Module, reshard: bool, **common: object) -> list[nn.Module]:
+    """torchtitan's grouping: an untied input embedding and the final norm + output head get groups of their own
+    (only their shard is held outside their use), each block one group, the root the rest. The last block is
+    kept gathered after forward (backward needs it first) and so is the output head. Returns the blocks.
+
+    A tied embedding stays in the root: its weight is used again by the loss, outside the embedding's forward.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    from llmfoundry.models.mpt import MPT
+
+    untied = isinstance(model, MPT) and model.lm_head is not None
+    if untied:
+        fully_shard(model.transformer["wte"], reshard_after_forward=reshard, **common)  # type: ignore[index]
+    blocks = list(model.blocks)  # type: ignore[union-attr]
+    for i, block in enumerate(blocks):
+        fully_shard(block, reshard_after_forward=reshard and i < len(blocks) - 1, **common)
+    if untied:
+        fully_shard([model.transformer["norm_f"], model.lm_head], reshard_after_forward=False,  # type: ignore[index]
+                    **common)
+    fully_shard(model, reshard_after_forward=reshard, **common)
+    return blocks
 
 
 def fsdp_mesh(cfg: FSDPConfig, device: torch.device) -> DeviceMesh:

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 PACKAGE = Path(__file__).resolve().parents[1]
-SOURCES = ["errors.py", "config/duration.py", "config/validate.py", "config/build.py", "models/presets.py",
+SOURCES = ["errors.py", "config/duration.py", "config/validate.py", "config/build.py", "models/presets.py", "models/layers/cache.py",
            "models/layers/alibi.py", "models/layers/rotary.py", "models/layers/norm.py", "models/layers/mlp.py",
-           "models/layers/attention.py", "models/layers/loss.py", "models/params.py", "models/lora.py",
-           "models/mpt.py", "models/bert.py"]
+           "models/layers/flex.py", "models/layers/attention.py", "models/layers/loss.py", "models/params.py",
+           "models/lora.py", "models/mpt.py", "models/layers/varlen.py", "models/bert.py"]
 MODULE = "modeling_foundry"
 
 WRAPPER = '''

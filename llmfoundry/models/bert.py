@@ -1,9 +1,10 @@
 """MosaicBERT (and classic BERT): a post-LN encoder for masked-LM pretraining and sequence classification.
 
 MosaicBERT's recipe: ALiBi instead of position embeddings, GeGLU feed-forward, low-precision LayerNorm, and
-unpadded execution: the real tokens of a batch are gathered into one [tokens, d_model] matrix so linear
-layers and the MLM head never compute on padding; attention re-pads (or uses flash-attn varlen) and keeps
-each sequence to itself. `classic: true` switches to learned positions and a GELU MLP: exactly
+unpadded execution: the real tokens of a batch are gathered once into one [tokens, d_model] matrix and every
+layer, attention included, runs on them (layers/varlen.py: flash varlen, or one batched call over the rows
+first-fit packed into bins), so work follows the real tokens and nothing is re-padded until the output.
+`classic: true` switches to learned positions and a GELU MLP: exactly
 `transformers`' BertModel/BertForMaskedLM math (tested against a real checkpoint).
 """
 
@@ -19,11 +20,11 @@ from torch import nn
 
 from llmfoundry.config.validate import NON_NEGATIVE, POSITIVE, PROBABILITY
 from llmfoundry.errors import UserError
-from llmfoundry.models.layers.alibi import alibi_slopes
-from llmfoundry.models.layers.attention import AttentionMask, attention, build_mask
+from llmfoundry.models.layers.attention import AttentionMask, attention, build_mask, resolve_impl
 from llmfoundry.models.layers.loss import IGNORE_INDEX, chunked_cross_entropy
 from llmfoundry.models.layers.mlp import MLP
 from llmfoundry.models.layers.norm import Norm, NormType
+from llmfoundry.models.layers.varlen import Bins, Packed, packed_attention
 from llmfoundry.models.params import count_params
 from llmfoundry.models.presets import apply_preset
 
@@ -37,7 +38,7 @@ class BertArgs:
     classic: bool = False
     """Exactly BERT: learned positions, GELU MLP, LayerNorm in fp32 (no ALiBi, no GLU)."""
     unpad: bool = True
-    """Compute on the real tokens only (padding removed); attention keeps each sequence separate."""
+    """Compute on the real tokens only (padding removed) in every layer; attention keeps each sequence separate."""
     d_model: int = field(default=768, metadata=POSITIVE)
     """Hidden size."""
     n_heads: int = field(default=12, metadata=POSITIVE)
@@ -56,8 +57,8 @@ class BertArgs:
     """Token type (segment) embeddings."""
     pad_token_id: int = field(default=0, metadata=NON_NEGATIVE)
     """Padding token (its embedding row starts at zero)."""
-    attn_impl: Literal["torch", "sdpa", "flex", "flash"] = "sdpa"
-    """Attention backend."""
+    attn_impl: Literal["auto", "torch", "sdpa", "flex", "flash"] = "auto"
+    """Attention backend (auto: flash if installed, else flex on CUDA without attention dropout; sdpa otherwise)."""
     alibi_bias_max: int = field(default=8, metadata=POSITIVE)
     """ALiBi slope range (MosaicBERT)."""
     norm_type: NormType = "low_precision_layernorm"
@@ -106,22 +107,19 @@ BERT_PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class _Layout:
-    """How the batch is laid out for this forward: [B, T] padded or [N] real tokens (indices into B*T)."""
+    """How the batch is laid out for this forward: [B, T] padded (`mask`) or [N] real tokens (`packed`)."""
 
-    batch: int
-    seq_len: int
-    indices: torch.Tensor | None
-    mask: AttentionMask
+    impl: str
+    alibi: tuple[int, float] | None
+    packed: Packed | None = None
+    bins: Bins | None = None  # packed, every impl but flash
+    mask: AttentionMask | None = None
 
     def to_padded(self, x: torch.Tensor) -> torch.Tensor:
-        if self.indices is None:
-            return x
-        out = x.new_zeros(self.batch * self.seq_len, x.shape[-1])
-        out[self.indices] = x
-        return out.view(self.batch, self.seq_len, -1)
+        return x if self.packed is None else self.packed.unpack(x)
 
-    def from_padded(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.indices is None else x.reshape(self.batch * self.seq_len, -1)[self.indices]
+    def first_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0] if self.packed is None else self.packed.first_tokens(x)
 
 
 class BertAttention(nn.Module):
@@ -135,12 +133,15 @@ class BertAttention(nn.Module):
         self.drop = nn.Dropout(a.hidden_dropout)
 
     def forward(self, x: torch.Tensor, layout: _Layout) -> torch.Tensor:
-        qkv = layout.to_padded(self.Wqkv(x))
-        b, t, _ = qkv.shape
-        q, k, v = (z.view(b, t, self.n_heads, self.head_dim).transpose(1, 2) for z in qkv.chunk(3, dim=-1))
-        out = attention(q, k, v, layout.mask, dropout_p=self.dropout if self.training else 0.0)
-        out = layout.from_padded(out.transpose(1, 2).reshape(b, t, -1))
-        return self.norm(x + self.drop(self.out_proj(out)))  # post-LN, as in BERT
+        """x: [N, d] packed tokens or [B, T, d]."""
+        p = self.dropout if self.training else 0.0
+        qkv = self.Wqkv(x).unflatten(-1, (3, self.n_heads, self.head_dim))
+        if layout.packed is not None:  # qkv [N, 3, H, D]
+            out = packed_attention(qkv, layout.packed, layout.bins, layout.impl, alibi=layout.alibi, dropout_p=p)
+        else:
+            q, k, v = (z.transpose(1, 2) for z in qkv.unbind(2))  # [B, H, T, D]
+            out = attention(q, k, v, layout.mask, dropout_p=p).transpose(1, 2)  # type: ignore[arg-type]
+        return self.norm(x + self.drop(self.out_proj(out.flatten(-2))))  # post-LN, as in BERT
 
 
 class BertLayer(nn.Module):
@@ -184,18 +185,21 @@ class BertEncoder(nn.Module):
             raise UserError(f"sequence length {t} exceeds max_seq_len={a.max_seq_len} of learned positions")
         emb = self.embeddings
         types = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
+        positions = torch.arange(t, device=input_ids.device).expand(b, t)
+        impl = resolve_impl(a.attn_impl, input_ids.device, dropout=a.attn_dropout > 0)
+        layout = _Layout(impl, None if a.classic else (a.n_heads, a.alibi_bias_max))
+        if attention_mask is not None and a.unpad:  # gather the real tokens once; every layer runs on them
+            layout.packed = Packed.from_mask(attention_mask.bool())
+            if impl != "flash":
+                layout.bins = Bins.build(layout.packed, impl, layout.alibi)
+            input_ids, types, positions = (layout.packed.pack(z) for z in (input_ids, types, positions))
+        else:
+            layout.mask = build_mask(impl, batch=b, seq_len=t, device=input_ids.device, causal=False,
+                                     alibi=layout.alibi, key_padding_mask=attention_mask)
         x = emb["word_embeddings"](input_ids) + emb["token_type_embeddings"](types)
         if a.classic:
-            x = x + emb["position_embeddings"](torch.arange(t, device=input_ids.device))
+            x = x + emb["position_embeddings"](positions)
         x = self.emb_drop(emb["norm"](x))
-        keep = attention_mask.bool() if attention_mask is not None else None
-        padded = keep is not None and not bool(keep.all())
-        mask = build_mask(a.attn_impl, batch=b, seq_len=t, device=input_ids.device, causal=False,
-                          alibi_slopes=None if a.classic else alibi_slopes(a.n_heads, a.alibi_bias_max, input_ids.device),
-                          key_padding_mask=keep if padded else None)
-        indices = keep.flatten().nonzero().squeeze(1) if (padded and a.unpad) else None
-        layout = _Layout(b, t, indices, mask)
-        x = layout.from_padded(x)
         for layer in self.encoder["layer"]:
             x = layer(x, layout)
         return x, layout
@@ -250,16 +254,15 @@ class MosaicBert(nn.Module):
         del sequence_id  # one sequence per row; rows never attend to each other
         x, layout = self.bert(input_ids, attention_mask, token_type_ids)
         if self.args.num_labels is not None:
-            return self._classify(layout.to_padded(x)[:, 0], labels)
+            return self._classify(layout.first_tokens(x), labels)
         weight = self.bert.embeddings["word_embeddings"].weight
         if labels is None:
             logits = F.linear(self._transform(layout.to_padded(x)), weight, self.cls_bias)
             return logits
-        flat_labels = labels.flatten()
-        if layout.indices is not None:
-            flat_labels = flat_labels[layout.indices]
+        if layout.packed is not None:
+            flat_labels = layout.packed.pack(labels)
         else:
-            x = x.reshape(-1, x.shape[-1])
+            flat_labels, x = labels.flatten(), x.reshape(-1, x.shape[-1])
         # MosaicBERT's trick: run the MLM head only where there is something to predict.
         where = (flat_labels != IGNORE_INDEX).nonzero().squeeze(1)
         hidden = self._transform(x[where])

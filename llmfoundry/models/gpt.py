@@ -40,8 +40,8 @@ class GptArgs:
     """LayerNorm epsilon."""
     init_std: float = field(default=0.02, metadata=NON_NEGATIVE)
     """Normal init std; residual projections are scaled by 1/sqrt(2 * n_layers) as in GPT-2."""
-    attn_impl: Literal["torch", "sdpa", "flex", "flash"] = "sdpa"
-    """Attention backend."""
+    attn_impl: Literal["auto", "torch", "sdpa", "flex", "flash"] = "auto"
+    """Attention backend (auto: flash if installed, else flex on CUDA; sdpa on CPU)."""
     attn_uses_sequence_id: bool = False
     """Keep attention inside documents of a packed sample."""
     z_loss: float = field(default=0.0, metadata=NON_NEGATIVE)

@@ -20,8 +20,7 @@ from torch import nn
 from llmfoundry.config.validate import NON_NEGATIVE, POSITIVE, PROBABILITY
 from llmfoundry.errors import UserError
 from llmfoundry.models.lora import LoraConfig
-from llmfoundry.models.layers.alibi import alibi_slopes
-from llmfoundry.models.layers.attention import AttentionMask, attention, build_mask
+from llmfoundry.models.layers.attention import AttentionMask, attention, build_mask, resolve_impl
 from llmfoundry.models.layers.loss import chunked_cross_entropy
 from llmfoundry.models.layers.mlp import MLP, Activation
 from llmfoundry.models.layers.norm import Norm, NormType
@@ -34,8 +33,9 @@ from llmfoundry.models.presets import apply_preset
 class AttnConfig:
     attn_type: Literal["multihead_attention", "multiquery_attention", "grouped_query_attention"] = "multihead_attention"
     """MHA; MQA (one kv head); GQA (`kv_n_heads` kv heads)."""
-    attn_impl: Literal["torch", "sdpa", "flex", "flash"] = "sdpa"
-    """Attention backend: torch (reference), sdpa (default), flex (CUDA training), flash (needs flash-attn)."""
+    attn_impl: Literal["auto", "torch", "sdpa", "flex", "flash"] = "auto"
+    """Attention backend: auto (flash if installed, else flex on CUDA; sdpa on CPU), torch (reference), sdpa
+    (dense mask), flex (CUDA training), flash (needs flash-attn)."""
     alibi: bool = False
     """ALiBi position biases (MPT's default recipe)."""
     alibi_bias_max: int = field(default=8, metadata=POSITIVE)
@@ -319,12 +319,12 @@ class MPT(nn.Module):
             x = x * a.embedding_fraction + x.detach() * (1 - a.embedding_fraction)
         x = self.transformer["emb_drop"](x)
         cfg = a.attn_config
-        padding = attention_mask if attention_mask is not None and not bool(attention_mask.all()) else None
+        # attention_mask is padding: the collators include it only for batches that have some, so nothing
+        # here reads the device back (an all-ones mask is honoured too, merely with a mask).
         mask = build_mask(
-            cfg.attn_impl, batch=b, seq_len=t, device=input_ids.device, causal=True,
-            alibi_slopes=alibi_slopes(a.n_heads, cfg.alibi_bias_max, input_ids.device) if cfg.alibi else None,
-            sequence_id=sequence_id if cfg.attn_uses_sequence_id else None,
-            key_padding_mask=padding,
+            resolve_impl(cfg.attn_impl, input_ids.device, dropout=cfg.attn_pdrop > 0), batch=b, seq_len=t,
+            device=input_ids.device, causal=True, alibi=(a.n_heads, cfg.alibi_bias_max) if cfg.alibi else None,
+            sequence_id=sequence_id if cfg.attn_uses_sequence_id else None, key_padding_mask=attention_mask,
         )
         rope = rotary_cos_sin(t, a.d_model // a.n_heads, cfg.rope_theta, input_ids.device) if cfg.rope else None
         for block in self.blocks:

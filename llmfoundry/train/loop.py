@@ -37,6 +37,7 @@ from llmfoundry.distributed import all_reduce_sum, barrier, init_distributed, re
 from llmfoundry.errors import UserError
 from llmfoundry.io import disk_errors, write_atomic
 from llmfoundry.models import build_model
+from llmfoundry.train.devices import peak_flops
 from llmfoundry.train.grads import build_scaler, clip_to_norm, global_grad_norm
 from llmfoundry.train.guard import RunGuard, one_line
 from llmfoundry.train.optim import build_optimizer
@@ -44,21 +45,12 @@ from llmfoundry.train.preflight import eval_keys, preflight
 from llmfoundry.train.schedule import lr_multiplier, steps_for
 from llmfoundry.train.spike import Spike, SpikeGuard
 
-# Dense bf16 peak FLOP/s for MFU; unknown devices (CPUs) report no MFU rather than a made-up one.
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12}
-
-
-def _peak_flops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> Any:
     if cfg.precision == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.precision == "amp_bf16" else torch.float16
+    dtype = torch.float16 if cfg.precision == "amp_fp16" else torch.bfloat16  # amp_fp8: bf16 outside the fp8 GEMMs
     return torch.autocast(device.type, dtype=dtype)
 
 
@@ -201,13 +193,20 @@ class Trainer:
 
     def _parallelize(self, model: nn.Module, fsdp: FSDPConfig) -> None:
         """Activation checkpointing and compile per block, then FSDP2 (or replication) over the ranks."""
-        from llmfoundry.distributed.parallelize import apply_ac, apply_compile, apply_fsdp
+        from llmfoundry.distributed.parallelize import apply_ac, apply_activation_offload, apply_compile, apply_fsdp
 
+        if self.cfg.precision == "amp_fp8":  # before compile and sharding, as torchtitan orders them
+            from llmfoundry.train.fp8 import apply_fp8
+
+            apply_fp8(model)
         apply_ac(model, fsdp.activation_checkpointing)
+        if fsdp.activation_cpu_offload:
+            apply_activation_offload(model, self.dist.device)
         if fsdp.compile:
             apply_compile(model)
         if self.dist.world_size > 1:
-            compute = {"fp32": None, "amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}[self.cfg.precision]
+            compute = {"fp32": None, "amp_bf16": torch.bfloat16, "amp_fp16": torch.float16,
+                       "amp_fp8": torch.bfloat16}[self.cfg.precision]
             mesh = apply_fsdp(model, fsdp, self.dist.device, compute)
             if mesh is not None and mesh.ndim == 2:
                 self.mesh_notes = [f"fsdp_config: {fsdp.sharding_strategy} over a {' x '.join(map(str, mesh.shape))} "
@@ -328,7 +327,7 @@ class Trainer:
         has_eval = bool(self.evals) or bool(self.icl_tasks)
         eval_every = self._steps(cfg.eval_interval) if (has_eval and not cfg.eval_interval.is_zero) else 0
         flops_per_token = self.model.flops_per_token(self.seq_len)
-        peak = _peak_flops(dist.device)
+        peak = peak_flops(dist.device)
         if log is not None:
             resumed = f" (resumed at step {self.step} from {self.resume_from.name})" if self.resume_from else ""
             log.message(f"training {self.model.num_params():,} parameters for {self.max_steps} steps of "
@@ -583,7 +582,8 @@ class Trainer:
 
             results = evaluate_icl(self.model, self.tokenizer, self.icl_tasks, batch_size=cfg.device_eval_batch_size,
                                    max_seq_len=cfg.icl_seq_len or self.seq_len, device=self.dist.device,
-                                   precision=cfg.precision, shard=self.dist.world_size == 1)
+                                   precision="amp_bf16" if cfg.precision == "amp_fp8" else cfg.precision,
+                                   shard=self.dist.world_size == 1)
             raw = {k: v for r in results.values() for k, v in r.metrics.items()}
             metrics = {f"icl/{k}": v for k, v in raw.items()}
             if self.gauntlet is not None:

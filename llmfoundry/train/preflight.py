@@ -93,11 +93,10 @@ def eval_keys(cfg: TrainConfig) -> list[tuple[str, Any]]:
 
 
 def _precision(cfg: TrainConfig, dist: DistInfo, problems: _Problems) -> None:
-    if cfg.precision == "amp_fp8" and dist.device.type == "cpu":
-        problems.add("precision", "amp_fp8 needs an H100-class GPU (compute capability 8.9+) and torchao; "
-                     "use fp32 or amp_bf16 on CPU")
-    elif cfg.precision == "amp_fp8":  # never silently train in another precision
-        problems.add("precision", "amp_fp8 (torchao float8) is not available in this build; use amp_bf16")
+    if cfg.precision == "amp_fp8":  # never silently train in another precision
+        from llmfoundry.train.fp8 import check_fp8
+
+        problems.collect(lambda: check_fp8(dist.device))
     if cfg.precision == "amp_fp16" and dist.device.type == "cpu":
         problems.add("precision", "amp_fp16 needs a GPU; use fp32 or amp_bf16 on CPU")
 

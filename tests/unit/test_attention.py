@@ -71,7 +71,7 @@ def test_backend_matches_float64_reference(case, impl):
     q, k, v, slopes, seq, pad = make_inputs(case)
     expected = naive_float64(q, k, v, causal=case["causal"], slopes=slopes, sequence_id=seq, padding=pad)
     mask = build_mask(impl, batch=q.shape[0], seq_len=q.shape[2], device=q.device, causal=case["causal"],
-                      alibi_slopes=slopes, sequence_id=seq, key_padding_mask=pad)
+                      alibi=(q.shape[1], 8.0) if case.get("alibi") else None, sequence_id=seq, key_padding_mask=pad)
     with torch.no_grad():
         got = attention(q, k, v, mask)
     rows = pad if pad is not None else torch.ones(q.shape[0], q.shape[2], dtype=torch.bool)
@@ -83,8 +83,8 @@ def test_backend_matches_float64_reference(case, impl):
 def test_torch_backend_in_float64_is_exact(case):
     q, k, v, slopes, seq, pad = make_inputs(case, dtype=torch.float64)
     expected = naive_float64(q, k, v, causal=case["causal"], slopes=slopes, sequence_id=seq, padding=pad)
-    mask = build_mask("torch", batch=2, seq_len=12, device=q.device, causal=case["causal"], alibi_slopes=slopes,
-                      sequence_id=seq, key_padding_mask=pad)
+    mask = build_mask("torch", batch=2, seq_len=12, device=q.device, causal=case["causal"],
+                      alibi=(4, 8.0) if case.get("alibi") else None, sequence_id=seq, key_padding_mask=pad)
     assert (attention(q, k, v, mask) - expected).abs().max() < 1e-12
 
 
@@ -95,7 +95,7 @@ def test_sdpa_gradients_match_torch_backend():
         q, k, v, slopes, seq, _ = make_inputs(case)
         for t in (q, k, v):
             t.requires_grad_(True)
-        mask = build_mask(impl, batch=2, seq_len=12, device=q.device, causal=True, alibi_slopes=slopes,
+        mask = build_mask(impl, batch=2, seq_len=12, device=q.device, causal=True, alibi=(4, 8.0),
                           sequence_id=seq)
         attention(q, k, v, mask).square().sum().backward()
         grads.append([t.grad for t in (q, k, v)])
@@ -142,20 +142,22 @@ def test_chunked_loss_equals_cross_entropy(z_loss):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("impl", ["flex", "flash"])
-def test_gpu_backends_train_like_torch(impl):
+@pytest.mark.parametrize("padding", [False, True])
+def test_gpu_backends_train_like_torch(impl, padding):
     if impl not in available_impls("cuda"):
         pytest.skip(f"{impl} unavailable")
-    case = dict(causal=True, alibi=True, seq=True, gqa=2)
+    case = dict(causal=True, alibi=True, seq=True, gqa=2, padding=padding)
     outs = []
     for name in ("torch", impl):
-        q, k, v, slopes, seq, _ = (x.cuda() if x is not None else None for x in make_inputs(case, t=256, d=64))
+        q, k, v, slopes, seq, pad = (x.cuda() if x is not None else None for x in make_inputs(case, t=300, d=64))
         for t in (q, k, v):
             t.requires_grad_(True)
-        mask = build_mask(name, batch=2, seq_len=256, device=q.device, causal=True, alibi_slopes=slopes,
-                          sequence_id=seq)
+        mask = build_mask(name, batch=2, seq_len=300, device=q.device, causal=True, alibi=(4, 8.0),
+                          sequence_id=seq, key_padding_mask=pad)
         out = attention(q, k, v, mask)
-        out.square().sum().backward()
-        outs.append((out, q.grad))
+        rows = pad if pad is not None else torch.ones(2, 300, dtype=torch.bool, device=q.device)
+        out.permute(0, 2, 1, 3)[rows].square().sum().backward()  # padded query rows are don't-care
+        outs.append((out.permute(0, 2, 1, 3)[rows], q.grad))
     assert (outs[0][0] - outs[1][0]).abs().max() < 1e-3
     assert (outs[0][1] - outs[1][1]).abs().max() < 1e-2
 
@@ -171,3 +173,28 @@ def test_chunked_loss_with_bias_matches():
     assert abs(got.item() - ref.item()) <= 1e-5 * abs(ref.item())
     for a, b in zip(torch.autograd.grad(got, (hidden, weight, bias)), torch.autograd.grad(ref, (hidden, weight, bias))):
         assert (a - b).abs().max() < 1e-5
+
+
+def test_auto_picks_flash_then_flex_on_cuda_and_sdpa_on_cpu(monkeypatch):
+    from llmfoundry.models.layers import attention as attn
+
+    assert attn.resolve_impl("auto", "cpu") == "sdpa"
+    monkeypatch.setattr(attn, "_has_flash", lambda: False)
+    assert attn.resolve_impl("auto", "cuda") == "flex"
+    assert attn.resolve_impl("auto", "cuda", dropout=True) == "sdpa"  # flex has no attention dropout
+    monkeypatch.setattr(attn, "_has_flash", lambda: True)
+    assert attn.resolve_impl("auto", "cuda", dropout=True) == "flash"
+    assert attn.resolve_impl("torch", "cuda") == "torch"
+    check_impl("auto", "cpu", training=True)  # always runnable
+
+
+def test_static_masks_are_built_once_and_survive_inference_mode():
+    """A bias first built under inference_mode (ICL eval) is reused by a training step that saves it for backward."""
+    device = torch.device("cpu")
+    with torch.inference_mode():
+        first = build_mask("sdpa", batch=1, seq_len=20, device=device, causal=True, alibi=(4, 8.0))
+    again = build_mask("sdpa", batch=1, seq_len=20, device=device, causal=True, alibi=(4, 8.0))
+    assert again.bias is first.bias and again.alibi_slopes is alibi_slopes(4, 8.0, device)
+    q = torch.randn(1, 4, 20, 8, requires_grad=True)
+    attention(q, q, q, again).sum().backward()  # an inference tensor here could not be saved for backward
+    assert q.grad is not None

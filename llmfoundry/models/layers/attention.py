@@ -1,10 +1,13 @@
 """One attention entry point with several backends (`attn_impl`), all computing the same function.
 
+- `auto` (default): flash where installed on CUDA, else flex on CUDA, sdpa on CPU (`resolve_impl`).
 - `torch`: plain matmul + softmax in fp32: the reference every other backend is tested against.
-- `sdpa`: `F.scaled_dot_product_attention` (default). ALiBi, causality, document boundaries (sequence ids)
-  and key padding become one additive float mask, built once per forward and shared by all layers.
-- `flex`: FlexAttention; ALiBi is a score_mod and causal + same-document a BlockMask built once per batch.
-  Training needs CUDA (its backward does not run on CPU); a no-grad forward also runs on CPU.
+- `sdpa`: `F.scaled_dot_product_attention`. ALiBi, causality, document boundaries (sequence ids) and key
+  padding become one additive float mask [B|1, H, T, T], built once per forward and shared by all layers
+  (cached across steps when it depends on the shape only). O(T^2) memory: the CPU choice, not CUDA's.
+- `flex`: FlexAttention; ALiBi is a score_mod, causal + same-document a BlockMask built from 128-token tiles
+  (flex.py: no dense mask, no compilation). Training needs CUDA (its backward does not run on CPU, eager or
+  compiled, in torch 2.14); a no-grad forward also runs on CPU.
 - `flash`: flash-attn (varlen + alibi_slopes), only when the `flash_attn` package is importable on CUDA.
 
 A backend that cannot run is an error naming the ones that can: never a silent fallback.
@@ -21,9 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from llmfoundry.errors import UserError
+from llmfoundry.models.layers.flex import alibi_score_mod, flex, flex_block_mask
+from llmfoundry.models.layers.alibi import alibi_slopes
+from llmfoundry.models.layers.cache import static_cache
 
-AttnImpl = Literal["torch", "sdpa", "flex", "flash"]
-IMPLS: tuple[str, ...] = ("torch", "sdpa", "flex", "flash")
+AttnImpl = Literal["auto", "torch", "sdpa", "flex", "flash"]
+IMPLS: tuple[str, ...] = ("auto", "torch", "sdpa", "flex", "flash")
 
 
 def _has_flex() -> bool:
@@ -49,6 +55,8 @@ def check_impl(impl: str, device: torch.device | str, *, training: bool) -> None
     """Raise a UserError if `impl` cannot run here, naming the backends that can."""
     if impl not in IMPLS:
         raise UserError(f"attn_impl: got {impl!r}, expected one of {', '.join(IMPLS)}")
+    if impl == "auto":
+        return
     usable = available_impls(device, training=training)
     if impl in usable:
         return
@@ -57,6 +65,19 @@ def check_impl(impl: str, device: torch.device | str, *, training: bool) -> None
         "flash": "flash-attn is not installed" if not _has_flash() else "flash-attn needs a CUDA device",
     }[impl]
     raise UserError(f"attn_impl: {impl!r} cannot run on {torch.device(device).type} ({why}); use one of {', '.join(usable)}")
+
+
+def resolve_impl(impl: str, device: torch.device | str, *, dropout: bool = False) -> str:
+    """`auto` -> the fastest backend that runs here: on CUDA flash-attn when installed, else FlexAttention
+    (no dense mask; sdpa when attention dropout is on, which flex lacks); on CPU sdpa (scripts/bench/attn_memory.py
+    measures the choices). Any other name is returned as it is."""
+    if impl != "auto":
+        return impl
+    if torch.device(device).type == "cuda":
+        if _has_flash():
+            return "flash"
+        return "sdpa" if dropout or not _has_flex() else "flex"
+    return "sdpa"
 
 
 @dataclass
@@ -69,12 +90,15 @@ class AttentionMask:
     bias: torch.Tensor | None = None  # torch/sdpa: additive [B|1, H|1, T, T]
     block_mask: Any = None  # flex
     score_mod: Callable | None = None  # flex
-    varlen: tuple[torch.Tensor, torch.Tensor, int] | None = None  # flash: (token index, cu_seqlens, max_seqlen)
+    varlen: torch.Tensor | None = None  # flash: cu_seqlens over all B*T tokens (documents and padding runs)
+    static_key: tuple | None = None  # the bias depends on the shape only: cached per dtype
     _cast: dict[torch.dtype, torch.Tensor] = field(default_factory=dict)
 
     def bias_as(self, dtype: torch.dtype) -> torch.Tensor | None:
         if self.bias is None or self.bias.dtype == dtype:
             return self.bias
+        if self.static_key is not None:
+            return static_bias(*self.static_key, dtype)
         if dtype not in self._cast:
             self._cast[dtype] = self.bias.to(dtype)
         return self._cast[dtype]
@@ -87,42 +111,61 @@ def build_mask(
     seq_len: int,
     device: torch.device,
     causal: bool,
-    alibi_slopes: torch.Tensor | None = None,
+    alibi: tuple[int, float] | None = None,
     sequence_id: torch.Tensor | None = None,
     key_padding_mask: torch.Tensor | None = None,
 ) -> AttentionMask:
-    """Prepare the per-batch masking state for `impl` (sequence_id: [B,T] document index; padding mask: [B,T] bool)."""
-    mask = AttentionMask(impl=impl, causal=causal, alibi_slopes=alibi_slopes)
+    """Prepare the per-batch masking state for a resolved `impl` (see resolve_impl).
+
+    alibi: (n_heads, alibi_bias_max); sequence_id: [B,T] document index; key_padding_mask: [B,T] bool, given only
+    when the batch has padding (the collators leave it out otherwise, so no host sync is needed to find out).
+    Nothing here reads a value back to the host except flash's cu_seqlens (one sync per forward).
+    """
+    slopes = alibi_slopes(alibi[0], alibi[1], device) if alibi is not None else None
+    mask = AttentionMask(impl=impl, causal=causal, alibi_slopes=slopes)
+    segments = _segments(sequence_id, key_padding_mask)
     if impl in ("torch", "sdpa"):
-        if alibi_slopes is not None or sequence_id is not None or key_padding_mask is not None or impl == "torch":
-            mask.bias = _dense_bias(seq_len, device, causal, alibi_slopes, sequence_id, key_padding_mask)
+        if segments is None and (impl == "torch" or alibi is not None):
+            mask.static_key = (seq_len, device, causal, alibi)
+            mask.bias = static_bias(*mask.static_key, torch.float32)
+        elif segments is not None:
+            mask.bias = _dense_bias(seq_len, device, causal, slopes, segments)
     elif impl == "flex":
-        mask.block_mask, mask.score_mod = _flex_parts(batch, seq_len, device, causal, alibi_slopes, sequence_id,
-                                                      key_padding_mask)
-    elif impl == "flash":
-        mask.varlen = _varlen_segments(batch, seq_len, device, sequence_id, key_padding_mask)
+        mask.block_mask = flex_block_mask(segments, seq_len, device, causal)
+        mask.score_mod = alibi_score_mod(slopes.float(), causal) if slopes is not None else None
+    elif impl == "flash" and segments is not None:
+        mask.varlen = _cu_seqlens(segments)
     return mask
 
 
-def _allowed(seq_len: int, device: torch.device, causal: bool, sequence_id: torch.Tensor | None,
-             key_padding_mask: torch.Tensor | None) -> torch.Tensor:
-    allowed = torch.ones(1, 1, seq_len, seq_len, dtype=torch.bool, device=device)
-    if causal:
-        allowed = allowed.tril()
-    if sequence_id is not None:
-        allowed = allowed & (sequence_id[:, None, :, None] == sequence_id[:, None, None, :])
-    if key_padding_mask is not None:
-        allowed = allowed & key_padding_mask[:, None, None, :].bool()
-        # A padding query may have no allowed key at all; letting it see itself keeps its (ignored) output
-        # finite instead of NaN, which would otherwise leak into loss sums as NaN * 0. Real queries always see
-        # themselves already, so nothing they compute changes.
-        allowed = allowed | torch.eye(seq_len, dtype=torch.bool, device=device)
-    return allowed
+def _segments(sequence_id: torch.Tensor | None, key_padding_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """One [B,T] id per token: its document (0 without sequence ids), or -1 for padding.
+
+    A query attends to keys of its own id only, so real tokens never see padding and a padding token sees
+    other padding (at least itself: its output stays finite, and nothing reads it).
+    """
+    if key_padding_mask is None:
+        return sequence_id
+    keep = key_padding_mask.bool()
+    base = sequence_id if sequence_id is not None else torch.zeros(keep.shape, dtype=torch.long, device=keep.device)
+    return base.masked_fill(~keep, -1)
+
+
+@static_cache(maxsize=4)
+def static_bias(seq_len: int, device: torch.device, causal: bool, alibi: tuple[int, float] | None,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """The [1, H|1, T, T] bias of a batch without documents or padding: the same every step, so built once."""
+    slopes = alibi_slopes(alibi[0], alibi[1], device) if alibi is not None else None
+    return _dense_bias(seq_len, device, causal, slopes, None).to(dtype)
 
 
 def _dense_bias(seq_len: int, device: torch.device, causal: bool, alibi_slopes: torch.Tensor | None,
-                sequence_id: torch.Tensor | None, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
-    allowed = _allowed(seq_len, device, causal, sequence_id, key_padding_mask)
+                segments: torch.Tensor | None) -> torch.Tensor:
+    allowed = torch.ones(1, 1, seq_len, seq_len, dtype=torch.bool, device=device)
+    if causal:
+        allowed = allowed.tril()
+    if segments is not None:
+        allowed = allowed & (segments[:, None, :, None] == segments[:, None, None, :])
     bias = torch.zeros(allowed.shape, dtype=torch.float32, device=device).masked_fill(~allowed, float("-inf"))
     if alibi_slopes is not None:
         bias = bias + alibi_slopes.float().view(1, -1, 1, 1) * _alibi_distance(seq_len, device, causal)
@@ -135,63 +178,18 @@ def _alibi_distance(seq_len: int, device: torch.device, causal: bool) -> torch.T
     return dist if causal else -dist.abs()
 
 
-def _flex_parts(batch: int, seq_len: int, device: torch.device, causal: bool, alibi_slopes: torch.Tensor | None,
-                sequence_id: torch.Tensor | None, key_padding_mask: torch.Tensor | None) -> tuple[Any, Callable | None]:
-    from torch.nn.attention.flex_attention import create_block_mask
+def _cu_seqlens(segments: torch.Tensor) -> torch.Tensor:
+    """flash-attn's varlen layout over all B*T tokens: each run of one id in a row is a sequence.
 
-    def mask_mod(b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
-        keep = q_idx >= kv_idx if causal else q_idx == q_idx
-        if sequence_id is not None:
-            keep = keep & (sequence_id[b, q_idx] == sequence_id[b, kv_idx])
-        if key_padding_mask is not None:
-            keep = keep & key_padding_mask[b, kv_idx]
-        return keep
-
-    per_batch = sequence_id is not None or key_padding_mask is not None
-    block_mask = create_block_mask(mask_mod, batch if per_batch else None, None, seq_len, seq_len, device=device)
-    score_mod = None
-    if alibi_slopes is not None:
-        slopes = alibi_slopes.float()
-
-        def score_mod(score: Any, b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
-            dist = (kv_idx - q_idx) if causal else -torch.abs(q_idx - kv_idx)
-            return score + slopes[h] * dist
-
-    return block_mask, score_mod
-
-
-def _varlen_segments(batch: int, seq_len: int, device: torch.device, sequence_id: torch.Tensor | None,
-                     key_padding_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, int] | None:
-    """Flatten (row, document) segments into flash-attn's varlen layout: kept token index + cu_seqlens."""
-    if sequence_id is None and key_padding_mask is None:
-        return None
-    seg = sequence_id if sequence_id is not None else torch.zeros(batch, seq_len, dtype=torch.long, device=device)
-    keep = key_padding_mask.bool() if key_padding_mask is not None else seg >= 0
-    flat_keep = keep.flatten()
-    index = flat_keep.nonzero().squeeze(1)
-    rows = torch.arange(batch, device=device).repeat_interleave(seq_len)
-    key = (rows * (seq_len + 1) + seg.flatten())[index]
-    starts = torch.ones_like(key, dtype=torch.bool)
-    starts[1:] = key[1:] != key[:-1]
-    boundaries = starts.nonzero().squeeze(1)
-    cu = torch.cat([boundaries, torch.tensor([key.numel()], device=device)]).to(torch.int32)
-    return index, cu, int((cu[1:] - cu[:-1]).max())
-
-
-_compiled_flex: Callable | None = None
-
-
-def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask, scale: float) -> torch.Tensor:
-    global _compiled_flex
-    from torch.nn.attention.flex_attention import flex_attention
-
-    fn = flex_attention
-    if q.device.type == "cuda":
-        if _compiled_flex is None:
-            _compiled_flex = torch.compile(flex_attention, dynamic=False)
-        fn = _compiled_flex
-    return fn(q, k, v, score_mod=mask.score_mod, block_mask=mask.block_mask, scale=scale,
-              enable_gqa=k.shape[1] != q.shape[1])
+    Padding runs become sequences of their own (their outputs are ignored), so no token is gathered or
+    scattered; the one host sync is the number of runs. (A document id split by another id counts as two
+    documents; no collator makes such rows.)
+    """
+    b, t = segments.shape
+    rows = torch.arange(b, device=segments.device)[:, None]
+    key = (rows * (t + 1) + segments + 1).flatten()
+    _, counts = torch.unique_consecutive(key, return_counts=True)
+    return F.pad(counts.cumsum(0), (1, 0)).to(torch.int32)
 
 
 def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask, scale: float,
@@ -207,14 +205,12 @@ def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMas
         out = flash_attn_func(qt, kt, vt, dropout_p=dropout_p, softmax_scale=scale, causal=mask.causal,
                               alibi_slopes=slopes)
         return out.transpose(1, 2)
-    index, cu, max_len = mask.varlen
     b, t = q.shape[0], q.shape[2]
-    flat = [x.reshape(b * t, *x.shape[2:])[index] for x in (qt, kt, vt)]
-    out = flash_attn_varlen_func(*flat, cu, cu, max_len, max_len, dropout_p=dropout_p, softmax_scale=scale,
+    flat = [x.reshape(b * t, *x.shape[2:]) for x in (qt, kt, vt)]
+    # max_seqlen: the row length bounds every run; flash only sizes its grid by it (no sync for the true max)
+    out = flash_attn_varlen_func(*flat, mask.varlen, mask.varlen, t, t, dropout_p=dropout_p, softmax_scale=scale,
                                  causal=mask.causal, alibi_slopes=slopes)
-    full = out.new_zeros(b * t, *out.shape[1:])
-    full[index] = out
-    return full.view(b, t, *out.shape[1:]).transpose(1, 2)
+    return out.view(b, t, *out.shape[1:]).transpose(1, 2)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask, *,
@@ -230,7 +226,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Attention
     if impl == "flex":
         if dropout_p:
             raise UserError("attn_pdrop: FlexAttention has no attention dropout; set attn_pdrop: 0 or use sdpa")
-        return _flex(q, k, v, mask, scale)
+        return flex(q, k, v, mask.block_mask, mask.score_mod, scale)
     if impl == "flash":
         return _flash(q, k, v, mask, scale, dropout_p)
     return reference_attention(q, k, v, mask.bias_as(torch.float32), scale, dropout_p)
