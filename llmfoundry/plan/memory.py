@@ -18,13 +18,14 @@ distributed/parallelize.py and train/loop.py beside it), not a generic rule of t
 - the attention mask of sdpa/torch (a dense [B|1, H|1, T, T] fp32 additive bias when ALiBi or document masks
   are used, plus its bf16 copy under autocast), shared by all blocks;
 - the loss: the chunked cross-entropy keeps the gradients of the hidden states and of the output weight from
-  forward to backward, and one chunk's fp32 logits (plus the matmul temporaries) exist at a time;
+  forward to backward, and one chunk's fp32 logits (plus logsumexp's and the matmuls' temporaries) exist at a
+  time;
 - the optimizer step: torch's foreach AdamW (CPU) allocates one temporary per parameter (sqrt of the second
   moment); the fused kernel (CUDA) none.
 
 The peak is the largest of three moments of a step: the end of forward (the loss chunk computing), the start of
-backward (the loss's saved gradients handed on, the last block recomputed under checkpointing) and the optimizer
-step. Gradients of earlier microbatches are present during later forwards when a step has several. Process
+backward (the loss's saved gradients handed on, then the gradients of the last block's wide tensors; that block
+recomputed under checkpointing) and the optimizer step. Gradients of earlier microbatches are present during later forwards when a step has several. Process
 overhead (the CUDA context, allocator fragmentation, the interpreter) is not in these terms; `foundry plan`
 keeps a reserve for it when deciding what fits.
 """
@@ -165,6 +166,14 @@ def activation_bytes(a: MptArgs, s: Setup, ac: ACMode | None = None) -> tuple[in
     return total, full if checkpointed else 0
 
 
+def backward_temp_bytes(a: MptArgs, s: Setup) -> int:
+    """Gradients alive at once while backward runs through one block: those of the MLP's wide tensors (two,
+    three when gated) and of the residual stream (two)."""
+    act, _ = _dtypes(a, s)
+    wide = 3 if a.ffn_config.ffn_type == "mptglu" else 2
+    return s.microbatch * s.seq_len * act * (wide * a.ffn_hidden + 2 * a.d_model)
+
+
 def mask_bytes(a: MptArgs, s: Setup) -> int:
     """The dense additive attention bias sdpa/torch use for ALiBi, documents or `torch`, built once per forward."""
     cfg = a.attn_config
@@ -180,16 +189,22 @@ def mask_bytes(a: MptArgs, s: Setup) -> int:
 
 
 def loss_bytes(a: MptArgs, s: Setup, vocab: int) -> tuple[int, int]:
-    """(kept from forward to backward, the largest chunk's temporaries) of the chunked cross-entropy."""
+    """(kept from forward to backward, the largest moment of one chunk's temporaries) of the chunked loss.
+
+    Per chunk of c tokens: the fp32 logits [c, V] (in bf16 first under autocast); logsumexp allocates its own
+    [c, V] temporary; softmax - onehot is then formed in place; under autocast it is cast to bf16 for the two
+    matmuls, whose weight-gradient result [V, d] is a temporary too (bf16, then fp32).
+    """
     act, _ = _dtypes(a, s)
     tokens = s.microbatch * s.seq_len
     d = a.d_model
     kept = tokens * d * act + vocab * d * 4  # grad of the hidden states (input dtype), of the weight (fp32)
-    chunk = min(a.loss_chunk_size, tokens)
-    temp = chunk * vocab * 4 + vocab * d * 4  # fp32 logits (softmax - onehot in place); grad.t() @ h
+    cv = min(a.loss_chunk_size, tokens) * vocab
+    moments = [2 * cv * 4, cv * 4 + vocab * d * 4]  # logits + logsumexp's temporary; logits + grad.t() @ h
     if act != 4:
-        temp += chunk * vocab * 2 + 2 * vocab * d * 2  # grad in bf16, weight.to(bf16), the bf16 matmul result
-    return kept, temp
+        moments += [cv * 2 + cv * 4,  # the bf16 matmul result and its fp32 copy
+                    cv * 4 + cv * 2 + vocab * d * (2 + 2 + 4)]  # + bf16 grad, weight.to(bf16), bf16 and fp32 [V, d]
+    return kept, max(moments)
 
 
 def _counts(model: Any) -> tuple[int, int, int, int]:
@@ -232,7 +247,8 @@ def estimate(model: Any, s: Setup) -> Memory:
     static = weights + optimizer + batch
     phases = {
         "end of forward": static + accumulated + working + acts + mask + loss_kept + loss_temp,
-        "start of backward": static + accumulated + working + acts + mask + 2 * loss_kept + recompute,
+        "backward": static + accumulated + working + acts + mask + recompute
+        + max(2 * loss_kept, loss_kept + backward_temp_bytes(a, s)),
         "optimizer step": static + gradients + step_temp,
     }
     phase = max(phases, key=phases.__getitem__)
