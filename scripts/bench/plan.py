@@ -115,9 +115,9 @@ def memory_and_time(root: Path) -> None:
               f"(ratio {p.tokens_per_s / measured.tokens_per_s:.2f}); the measured run's MFU against it "
               f"{measured.tokens_per_s * p.flops_per_token / cpu_flops:.2f}", flush=True)
     name, overrides, _, measured = rows[0]
-    again = measure(config, [*overrides[:-1], "max_duration=12ba", f"save_folder={root}/again"])
-    p = _plan(config, [*overrides[:-1], "max_duration=12ba"], device=cpu)
-    print(f"{name} for 12 steps: predicted training time {p.seconds:.1f} s, measured tokens/s x tokens gives "
+    again = measure(config, [*overrides[:-1], "max_duration=8ba", f"save_folder={root}/again"])
+    p = _plan(config, [*overrides[:-1], "max_duration=8ba"], device=cpu)
+    print(f"{name} for 8 steps: predicted training time {p.seconds:.1f} s, measured tokens/s x tokens gives "
           f"{p.tokens / again.tokens_per_s:.1f} s (train() wall time {again.seconds:.1f} s including start-up "
           "and the final checkpoint)")
 
