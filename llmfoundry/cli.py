@@ -393,11 +393,16 @@ def serve(
     """Serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models)."""
 
     def go() -> None:
-        from llmfoundry.serve.app import serve as run
+        import importlib.util
+
         from llmfoundry.serve.loading import load
 
         if max_batch < 1:
             raise UserError(f"--max-batch: must be at least 1, got {max_batch}")
+        if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+            raise UserError("foundry serve needs fastapi and uvicorn: pip install -e '.[serve]' (make install has them)")
+        from llmfoundry.serve.app import serve as run
+
         run(load(model_dir, trust_remote_code=trust_remote_code), host=host, port=port, max_batch=max_batch)
 
     run_user_code(go)

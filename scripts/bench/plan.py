@@ -4,11 +4,11 @@
    checkpointing, the predicted peak per process against the measured one (peak RSS of a real short CPU run
    minus the process baseline; llmfoundry/plan/measure.py says exactly how). Data: real PubMed abstracts with
    the GPT-2 tokenizer (the `pubmed` and `gpt2` assets).
-2. Time: the measured FLOP/s of one run (its tokens/s x FLOPs per token) taken as the CPU's "peak" at MFU 1;
-   the plan then predicts the tokens/s and wall time of every other config, compared with what they measured.
+2. Time: the measured FLOP/s of a short run (its tokens/s x FLOPs per token) taken as the CPU's "peak" at MFU 1;
+   the plan then predicts the training time of a 4x longer run of the same config, measured right after.
 3. LLM Foundry's throughput table (scripts/train/benchmarking/README.md): our parameter count and tokens/s
    at their published MFU on 8 x A100-80GB / H100, side by side with their figures.
-Run: make bench-plan (about 10 minutes on 2 loaded cores); --only-table prints part 3 alone (seconds).
+Run: make bench-plan (20-40 minutes on 2 loaded cores); --part memory|time|table runs one part.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ PRICE = {"a100-80g": 1.80, "h100": 2.50}  # $/GPU-hour assumed for the cost colu
 def prepare(root: Path) -> Path:
     from llmfoundry.data.convert import convert_dataset
 
+    root.mkdir(parents=True, exist_ok=True)
     tok = Path(asset_path("gpt2"))
     pubmed = Path(asset_path("pubmed")) / "pubmed20n0014.xml.gz"
     convert_dataset([str(pubmed)], str(root / "data"), tokenizer=str(tok), max_seq_len=512, max_docs=1500,
@@ -89,37 +90,39 @@ def _plan(config: Path, overrides: list[str], device=None, mfu: float = 1.0):
     return plan(cfg, config=str(config), gpus=1, device=device, mfu=mfu, cuda=False)
 
 
-def memory_and_time(root: Path) -> None:
+def memory(root: Path) -> None:
+    from llmfoundry.plan.measure import measure
+
+    config = prepare(root)
+    print("memory: predicted peak per process vs measured (peak RSS minus the baseline)")
+    for i, (name, overrides) in enumerate(CONFIGS):
+        overrides = overrides + [f"save_folder={root}/run{i}"]
+        predicted = _plan(config, overrides).memory
+        measured = measure(config, overrides)
+        mib = 2**20
+        print(f"| {name} | {predicted['peak'] / mib:,.0f} MiB ({predicted['phase']}) | "
+              f"{measured.peak_bytes / mib:,.0f} MiB | {predicted['peak'] / measured.peak_bytes - 1:+.1%} |", flush=True)
+
+
+def timing(root: Path) -> None:
+    """A short run gives the CPU's FLOP/s (= the peak at MFU 1); the plan then predicts a 4x longer run of the
+    same config, measured right after (this machine's load drifts, so the two run back to back)."""
     from llmfoundry.plan.devices import DeviceSpec
     from llmfoundry.plan.measure import measure
 
     config = prepare(root)
-    rows = []
-    for i, (name, overrides) in enumerate(CONFIGS):
-        overrides = overrides + [f"save_folder={root}/run{i}"]
-        predicted = _plan(config, overrides)
-        measured = measure(config, overrides)
-        rows.append((name, overrides, predicted, measured))
-        mib = 2**20
-        print(f"{name:56} predicted {predicted.memory['peak'] / mib:7.0f} MiB ({predicted.memory['phase']:>14}) "
-              f"measured {measured.peak_bytes / mib:7.0f} MiB  error {predicted.memory['peak'] / measured.peak_bytes - 1:+6.1%}",
-              flush=True)
-    # time: calibrate the CPU's FLOP/s on the first config, predict the others
-    _, _, p0, m0 = rows[0]
-    cpu_flops = m0.tokens_per_s * p0.flops_per_token
-    cpu = DeviceSpec("cpu", "this CPU", cpu_flops, None, 1e15, 0, "none", ())
-    print(f"\ntime: this CPU's measured rate on '{rows[0][0]}': {cpu_flops / 1e9:.1f} GFLOP/s (= the peak at MFU 1)")
-    for name, overrides, _, measured in rows[1:]:
-        p = _plan(config, overrides, device=cpu)
-        print(f"{name:56} predicted {p.tokens_per_s:7.0f} tok/s, measured {measured.tokens_per_s:7.0f} tok/s "
-              f"(ratio {p.tokens_per_s / measured.tokens_per_s:.2f}); the measured run's MFU against it "
-              f"{measured.tokens_per_s * p.flops_per_token / cpu_flops:.2f}", flush=True)
-    name, overrides, _, measured = rows[0]
-    again = measure(config, [*overrides[:-1], "max_duration=8ba", f"save_folder={root}/again"])
-    p = _plan(config, [*overrides[:-1], "max_duration=8ba"], device=cpu)
-    print(f"{name} for 8 steps: predicted training time {p.seconds:.1f} s, measured tokens/s x tokens gives "
-          f"{p.tokens / again.tokens_per_s:.1f} s (train() wall time {again.seconds:.1f} s including start-up "
-          "and the final checkpoint)")
+    print("\ntime: predicted from a 3-step run's FLOP/s, against the 12-step run measured right after it")
+    for i in (0, 4):
+        name, overrides = CONFIGS[i]
+        short = measure(config, [*overrides, "max_duration=3ba", f"save_folder={root}/short{i}"])
+        flops = short.tokens_per_s * _plan(config, overrides).flops_per_token
+        cpu = DeviceSpec("cpu", "this CPU", flops, None, 1e15, 0, "none", ())
+        longer = [*overrides, "max_duration=12ba"]
+        predicted = _plan(config, longer, device=cpu)
+        measured = measure(config, [*longer, f"save_folder={root}/long{i}"])
+        train_s = predicted.tokens / measured.tokens_per_s
+        print(f"| {name} | {flops / 1e9:.1f} GFLOP/s | {predicted.seconds:.0f} s | {train_s:.0f} s | "
+              f"{predicted.seconds / train_s - 1:+.1%} | {measured.seconds:.0f} s |", flush=True)
 
 
 def foundry_table() -> None:
@@ -145,13 +148,17 @@ def foundry_table() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only-table", action="store_true", help="Print only LLM Foundry's table (no training).")
+    parser.add_argument("--part", choices=["memory", "time", "table", "all"], default="all",
+                        help="memory (7 training runs), time (4 runs), table (LLM Foundry's rows, no training).")
     args = parser.parse_args()
     start = time.perf_counter()
-    if not args.only_table:
-        with tempfile.TemporaryDirectory() as tmp:
-            memory_and_time(Path(tmp))
-    foundry_table()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.part in ("memory", "all"):
+            memory(Path(tmp) / "memory")
+        if args.part in ("time", "all"):
+            timing(Path(tmp) / "time")
+    if args.part in ("table", "all"):
+        foundry_table()
     print(f"\n(bench-plan took {time.perf_counter() - start:.0f} s)")
 
 

@@ -9,6 +9,7 @@ text (a separate process) and transformers' `generate` on each prompt alone.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def server(hf_dir):
     port = _free_port()
     log = open(hf_dir.parent / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "llmfoundry.cli", "serve", str(hf_dir), "--port", str(port)],
-                            env={**__import__("os").environ, "PYTHONPATH": str(REPO)}, stdout=log,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log,
                             stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
     try:

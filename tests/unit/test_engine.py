@@ -68,8 +68,7 @@ def test_engine_groups_waiting_requests(tiny):
     try:
         for prompt in PROMPTS[:8]:
             engine.submit(Request(_ids(loaded, prompt), Sampling(max_tokens=4, temperature=0), on_done=done.append))
-        engine.close()  # waits until the queue (and its None marker) is worked off
     finally:
-        engine.close()
+        engine.close()  # works off the queue (the requests, then its stop marker) and joins the thread
     assert len(done) == 8 and max(engine.groups) > 1
     assert torch.tensor(engine.groups).sum() == 8
