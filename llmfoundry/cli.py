@@ -13,7 +13,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import typer
 
@@ -428,6 +428,108 @@ def assets(
             typer.echo(f"{key:17} {asset.what} [{asset.source}]\n{'':17} {state}")
 
     run_user_code(go)
+
+
+@app.command()
+def plan(
+    config: Path = TRAIN_CONFIG_ARG,
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    gpus: int = typer.Option(1, "--gpus", help="GPUs the run uses (processes)."),
+    gpu: str = typer.Option("h100", "--gpu", help="GPU model: h100, h100-pcie, h200, b200, a100-80g, a100-40g, "
+                            "mi300x, l40s, l4, a10g."),
+    mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilization to assume (LLM Foundry measures 0.4-0.6)."),
+    price: Optional[float] = typer.Option(None, "--price-per-gpu-hour", help="Dollars per GPU-hour, for the cost."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+) -> None:
+    """Size, FLOPs, memory per GPU, what fits, time and cost of a training config, without running it."""
+
+    def go() -> None:
+        from llmfoundry.config import load_typed
+        from llmfoundry.config.schema import TrainConfig
+        from llmfoundry.plan.devices import device
+        from llmfoundry.plan.estimate import plan as run
+        from llmfoundry.recipes import resolve_config
+
+        spec = device(gpu)
+        path = resolve_config(config)
+        cfg, _ = load_typed(TrainConfig, path, overrides or [])
+        result = run(cfg, config=str(config), gpus=gpus, device=spec, mfu=mfu, price_per_gpu_hour=price)
+        if as_json:
+            typer.echo(result.to_json())
+            return
+        from llmfoundry.plan.report import render
+
+        render(result)
+
+    run_user_code(go)
+
+
+MODEL_SRC_ARG = typer.Argument(..., help="An exported Hugging Face model directory, or a run folder / checkpoint "
+                               "(exported on the fly).", show_default=False)
+TRUST_OPTION = typer.Option(False, "--trust-remote-code", help="Allow a modeling file shipped in the directory.")
+
+
+@app.command()
+def chat(
+    model_dir: str = MODEL_SRC_ARG,
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Tokens per reply at most."),
+    temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature."),
+    top_p: float = typer.Option(0.95, "--top-p", help="Nucleus sampling mass."),
+    greedy: bool = typer.Option(False, "--greedy", help="Greedy decoding (deterministic)."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    trust_remote_code: bool = TRUST_OPTION,
+) -> None:
+    """Talk to a model in the terminal: its chat template, streamed replies, /reset, /system TEXT, /exit."""
+
+    def go() -> None:
+        from llmfoundry.serve.chat import chat as run
+        from llmfoundry.serve.loading import load
+
+        sampling = _sampling(max_new_tokens, temperature, top_p, greedy, seed)
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:
+            pass
+        run(load(model_dir, trust_remote_code=trust_remote_code), sampling)
+
+    run_user_code(go)
+
+
+@app.command()
+def serve(
+    model_dir: str = MODEL_SRC_ARG,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 exposes it to the network)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    max_batch: int = typer.Option(32, "--max-batch", help="Requests generated together at most."),
+    trust_remote_code: bool = TRUST_OPTION,
+) -> None:
+    """Serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models)."""
+
+    def go() -> None:
+        import importlib.util
+
+        from llmfoundry.serve.loading import load
+
+        if max_batch < 1:
+            raise UserError(f"--max-batch: must be at least 1, got {max_batch}")
+        if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+            raise UserError("foundry serve needs fastapi and uvicorn: pip install -e '.[serve]' (make install has them)")
+        from llmfoundry.serve.app import serve as run
+
+        run(load(model_dir, trust_remote_code=trust_remote_code), host=host, port=port, max_batch=max_batch)
+
+    run_user_code(go)
+
+
+def _sampling(max_new_tokens: int, temperature: float, top_p: float, greedy: bool, seed: int) -> Any:
+    """`foundry chat`'s sampling flags, checked as `foundry generate` checks them."""
+    from llmfoundry.serve.engine import Sampling
+
+    if max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens: must be at least 1, got {max_new_tokens}")
+    if not greedy and (temperature <= 0 or not 0 < top_p <= 1):
+        raise UserError("--temperature must be > 0 and --top-p in (0, 1] (or pass --greedy)")
+    return Sampling(max_tokens=max_new_tokens, temperature=0.0 if greedy else temperature, top_p=top_p, seed=seed)
 
 
 def main() -> None:
