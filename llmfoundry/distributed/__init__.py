@@ -54,6 +54,9 @@ def _join_group(backend: str, timeout: timedelta) -> None:
     store, rank, world = next(rendezvous("env://", timeout=timeout))
     store = dist.PrefixStore(f"llmfoundry/attempt-{restart_count()}", store)
     dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+    # Every rank leaves init together: a rank that raises a config error right after init must not close its
+    # side while a slower peer is still connecting (gloo's "Connection closed by peer" traceback, seen under load).
+    dist.barrier()
 
 
 def restart_count() -> int:

@@ -90,7 +90,8 @@ def test_checkpoint_reader_and_errors(tmp_path, gpt2_tokenizer_dir):
               "tokenizer": {"name": str(gpt2_tokenizer_dir)}}
     model = make(config["model"])
     save_model_checkpoint(model, config, tmp_path / "run" / "checkpoints" / "step-00000004")
-    with pytest.raises(UserError, match="no complete checkpoint yet"):
+    with pytest.raises(UserError, match="latest: missing though the folder holds checkpoints; the newest complete "
+                                        "checkpoint is step-00000004"):
         load_model_from_checkpoint(tmp_path / "run")
     (tmp_path / "run" / "checkpoints" / "latest").write_text("step-00000004\n")
     loaded, cfg = load_model_from_checkpoint(tmp_path / "run")
@@ -99,7 +100,8 @@ def test_checkpoint_reader_and_errors(tmp_path, gpt2_tokenizer_dir):
     with pytest.raises(UserError, match="no such run or checkpoint folder"):
         load_model_from_checkpoint(tmp_path / "nope")
     (tmp_path / "run" / "checkpoints" / "latest").write_text("step-00000099\n")
-    with pytest.raises(UserError, match="missing or incomplete"):
+    with pytest.raises(UserError, match="latest: names step-00000099, which does not exist; the previous complete "
+                                        "checkpoint is step-00000004"):
         load_model_from_checkpoint(tmp_path / "run")
 
 
