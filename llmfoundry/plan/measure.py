@@ -4,22 +4,24 @@ The run happens in a fresh subprocess (`python -m llmfoundry.plan.measure CONFIG
 the same `Trainer` the CLI runs (importing transformers, loading the tokenizer and the data, materializing the
 model), takes its resident set size minus the bytes of the model's own tensors as the baseline (the process
 without the model: interpreter, libraries, tokenizer, data index), then trains. The peak RSS the kernel
-recorded (`ru_maxrss`) minus the baseline is what training holds at its peak: weights, gradients, optimizer
-state, activations and temporaries, plus the small allocations of the loop and logger. glibc's malloc is told to serve every
+recorded for this process (llmfoundry/memory.py: VmHWM, not `ru_maxrss`, which a large parent such as a
+test runner inflates) minus the baseline is what training holds at its peak: weights, gradients, optimizer state, activations and
+temporaries, plus the small allocations of the loop and logger. glibc's malloc is told to serve every
 allocation of 64 KiB or more with its own mmap (MALLOC_MMAP_THRESHOLD_, which also stops the threshold from
 drifting upwards), so freed tensors leave the RSS at once and the peak RSS is the peak of live tensors rather
-than of a fragmented heap. Linux only (it reads /proc/self/statm).
+than of a fragmented heap. Linux only.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from llmfoundry.memory import peak_rss_bytes, rss_bytes
 
 MMAP_THRESHOLD = 65536
 
@@ -33,11 +35,6 @@ class Measured:
     seconds: float
     """Wall time of train() (building the model and data, training, the final checkpoint)."""
     steps: int
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _child(config: str, overrides: list[str]) -> None:
@@ -55,13 +52,13 @@ def _child(config: str, overrides: list[str]) -> None:
     start = time.perf_counter()
     trainer = Trainer(cfg, loaded)  # imports transformers, loads the tokenizer and data, materializes the model
     weights = sum(t.nbytes for t in trainer.model.state_dict().values())
-    baseline = _rss_bytes() - weights  # the process without the model: what the prediction leaves out
+    baseline = rss_bytes() - weights  # the process without the model: what the prediction leaves out
     try:
         trainer.fit()
     finally:
         shutdown()
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss_bytes()
     rates = [json.loads(line).get("throughput/tokens_per_sec")
              for line in (Path(cfg.save_folder) / "metrics.jsonl").read_text().splitlines()]  # type: ignore[arg-type]
     rates = [r for r in rates if r is not None]

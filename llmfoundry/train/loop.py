@@ -647,9 +647,9 @@ def _is_out_of_memory(error: BaseException) -> bool:
 def _memory() -> dict[str, float]:
     if torch.cuda.is_available():
         return {"memory/peak_allocated_gb": torch.cuda.max_memory_allocated() / 2**30}
-    import resource
+    from llmfoundry.memory import peak_rss_bytes
 
-    return {"memory/peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    return {"memory/peak_rss_gb": peak_rss_bytes() / 2**30}
 
 
 def train(cfg: TrainConfig, loaded: LoadedConfig) -> dict[str, float]:
