@@ -126,6 +126,9 @@ def _read_layers(path: Path, layers: list[tuple[str, DictConfig]], stack: list[P
         for base in bases:
             if not isinstance(base, str):
                 raise UserError(f"{path}: {BASE_KEY}: expected a path, got {base!r}")
+            if not (path.parent / base).exists():
+                raise UserError(f"{path}: {BASE_KEY}: {path.parent / base}: no such config file (a base path is "
+                                "relative to the file that names it)")
             _read_layers(path.parent / base, layers, [*stack, resolved])
         cfg.pop(BASE_KEY)
     layers.append((str(path), cfg))

@@ -129,7 +129,7 @@ def test_cross_field_check_names_key(tmp_path):
     [
         ("a: [1, 2", "invalid YAML"),
         ("- 1\n- 2\n", "expected a mapping"),
-        ("base: missing.yaml\n", "no such config file"),
+        ("base: missing.yaml\n", r"a.yaml: base: .*missing.yaml: no such config file \(a base path is relative"),
         ("x: ${nope.missing}\n", "cannot resolve"),
     ],
 )
