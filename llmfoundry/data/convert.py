@@ -338,6 +338,7 @@ def mds_writer(local: str, remote: str | None, split: str, columns: dict[str, st
     xxh64 goes into index.json, which the trainer verifies on first read of the shard (data/integrity.py)."""
     from streaming import MDSWriter
 
+    check_compression(compression)
     target: Any = str(Path(local) / split)
     if remote is not None:
         target = (target, f"{remote.rstrip('/')}/{split}")
@@ -346,8 +347,15 @@ def mds_writer(local: str, remote: str | None, split: str, columns: dict[str, st
                          hashes=[HASH], exist_ok=overwrite, progress_bar=False)
     except FileExistsError:
         raise UserError(f"{remote or local}/{split}: already holds data; pass --overwrite to replace it") from None
-    except ValueError as err:
-        raise UserError(f"--compression: {err}") from None
+
+
+def check_compression(compression: str | None) -> None:
+    """The codecs mosaicml-streaming reads, named in the error (its own says only "Invalid compression")."""
+    from streaming.base.compression import get_compressions
+
+    if compression is not None and compression not in get_compressions():
+        raise UserError(f"--compression: got {compression!r}, expected none, zstd (zstd:1..22), gz (gz:0..9), "
+                        "br (br:0..11), bz2 (bz2:1..9) or snappy")
 
 
 def _write(docs: Iterator[str], local: str, remote: str | None, summary: ConversionSummary, mode: Mode,

@@ -104,6 +104,7 @@ def test_failure_leaves_no_output(tmp_path, gpt2_tokenizer_dir):
         ({"mode": "text", "val_fraction": 1.5}, "--val-fraction"),
         ({"mode": "text", "shard_size": "lots"}, "--shard-size"),
         ({"mode": "text", "workers": 0}, "--workers"),
+        ({"mode": "text", "compression": "lzma"}, r"--compression: got 'lzma', expected none, zstd \(zstd:1..22\)"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, message):
