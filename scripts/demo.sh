@@ -32,8 +32,8 @@ $FOUNDRY inference-convert "$OUT/run" "$OUT/hf" --overwrite
 step "5. Generate from the exported model"
 $FOUNDRY generate "$OUT/hf" --prompt "Aspirin reduces the risk of" --max-new-tokens 40 --temperature 0.7 --top-p 0.9 --seed 1
 
-step "6. Evaluate it on the core ICL tasks that fit its 128-token window (yamls/eval/demo.yaml) and the gauntlet"
-$FOUNDRY eval yamls/eval/demo.yaml variables.model_dir="$OUT/hf" save_folder="$OUT/eval"
+step "6. Evaluate it on the core ICL tasks that fit its 128-token window (yamls/eval/demo.yaml) and the gauntlet, ${EVAL_LIMIT:-300} items each"
+$FOUNDRY eval yamls/eval/demo.yaml variables.model_dir="$OUT/hf" save_folder="$OUT/eval" --limit "${EVAL_LIMIT:-300}"
 
 step "7. Draw the evaluation (the training report was written by step 3)"
 $FOUNDRY report "$OUT/eval"
