@@ -148,3 +148,17 @@ def test_base_cycle(tmp_path):
 def test_malformed_override(tmp_path):
     with pytest.raises(UserError, match="expected key=value"):
         load_config(write(tmp_path / "a.yaml", MINIMAL), ["seed"])
+
+
+def test_a_config_of_the_other_verb_is_one_line_naming_it(tmp_path):
+    from llmfoundry.eval.run import EvalConfig
+
+    train = write(tmp_path / "train.yaml", MINIMAL)
+    with pytest.raises(UserError) as caught:
+        load_typed(EvalConfig, train)
+    assert caught.value.problems == [f"{train}: this is a training config (train_loader, max_duration), not an "
+                                     f"evaluation one; run it with `foundry train {train}`"]
+    evaluation = write(tmp_path / "eval.yaml", "models: []\nicl_tasks: []\n")
+    with pytest.raises(UserError, match=r"this is an evaluation config \(models, icl_tasks\), not a training one; "
+                                        r"run it with `foundry eval"):
+        load_typed(TrainConfig, evaluation)
