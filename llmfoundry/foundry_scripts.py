@@ -259,6 +259,9 @@ def convert_dataset_hf(args: Namespace) -> int:
         for name in args.splits:
             split, cap = HF_SPLITS[name]
             limit = ["--max-docs", str(cap)] if cap else []
+            if cap and args.concat_tokens is not None:
+                print(f"note: --splits {name}: capped at the first {cap:,} documents here; LLM Foundry caps "
+                      f"at {cap:,} samples (of --concat_tokens tokens each)", file=sys.stderr)
             commands.append(["convert-dataset", *hf_split_files(str(root), split), "--out",
                              os.path.join(args.out_root, name), *packing, *workers, *limit])
         return commands

@@ -136,28 +136,25 @@ def test_convert_dataset_hf_one_folder_per_split_from_a_local_dataset(corpus, tm
 
 
 @pytest.mark.parametrize(("script", "flags", "message"), [
-    ("json", ["--no_wrap"], "--no_wrap: not supported"),
-    ("json", ["--split", "val"], "--split val: json files hold one split"),
-    ("json", ["--eos_text", "</s>"], "--eos_text '</s>': documents here always end with the tokenizer's eos token"),
-    ("json", ["--tokenizer", "EleutherAI/gpt-neox-20b"], "EleutherAI/gpt-neox-20b: tokenizer directory does not exist"),
-    ("json", ["--out_root", "s3://bucket/x"], "--out_root s3://bucket/x: this script writes a local folder"),
-    ("hf", ["--dataset", "allenai/c4"], "--dataset allenai/c4: not a local directory; hub datasets are not downloaded"),
-    ("hf", ["--splits", "test"], "--splits test: not one of LLM Foundry's split names"),
+    ("json", {"no_wrap": True}, "--no_wrap: not supported"),
+    ("json", {"split": "val"}, "--split val: json files hold one split"),
+    ("json", {"eos_text": "</s>"}, "--eos_text '</s>': documents here always end with the tokenizer's eos token"),
+    ("json", {"eos_text": None}, "--eos_text missing: documents here always end with the tokenizer's eos token"),
+    ("json", {"bos_text": "<|endoftext|>"}, "--bos_text '<|endoftext|>': only the tokenizer's own bos token"),
+    ("json", {"tokenizer": "EleutherAI/gpt-neox-20b"}, "EleutherAI/gpt-neox-20b: tokenizer directory does not exist"),
+    ("json", {"out_root": "s3://bucket/x"}, "--out_root s3://bucket/x: this script writes a local folder"),
+    ("hf", {"dataset": "allenai/c4"}, "--dataset allenai/c4: not a local directory; hub datasets are not downloaded"),
+    ("hf", {"splits": ["test"]}, "--splits test: not one of LLM Foundry's split names"),
 ])
 def test_flags_without_an_equivalent_are_one_line(corpus, tmp_path, capsys, script, flags, message):
     from llmfoundry import foundry_scripts
 
     folder, tok, _ = corpus
-    values = dict(path=str(folder), dataset=str(folder), data_subset=None, splits=["train"], out_root=str(tmp_path / "o"),
-                  compression=None, concat_tokens=32, split="train", tokenizer=str(tok), tokenizer_kwargs=None,
-                  bos_text=None, eos_text="<|endoftext|>", no_wrap=False, num_workers=None)
-    for flag in flags:  # "--name value" pairs and bare switches, as argparse would have parsed them
-        if flag.startswith("--"):
-            key = flag[2:]
-            values[key] = True if flags.index(flag) == len(flags) - 1 else flags[flags.index(flag) + 1]
-    values["splits"] = [values["splits"]] if isinstance(values["splits"], str) else values["splits"]
+    parsed = dict(path=str(folder), dataset=str(folder), data_subset=None, splits=["train"],
+                  out_root=str(tmp_path / "o"), compression=None, concat_tokens=32, split="train", tokenizer=str(tok), tokenizer_kwargs=None,
+                  bos_text=None, eos_text="<|endoftext|>", no_wrap=False, num_workers=None)  # as argparse gives them
     convert = foundry_scripts.convert_dataset_json if script == "json" else foundry_scripts.convert_dataset_hf
-    assert convert(Namespace(**values)) == 1
+    assert convert(Namespace(**{**parsed, **flags})) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {message}"), err
     assert not (tmp_path / "o").exists()
@@ -211,6 +208,8 @@ def test_train_py_under_composers_launcher_equals_one_process(tiny_run, tmp_path
     assert [p.returncode for p in procs] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
     one, two = losses(verb), losses(tmp_path / "two")
     assert sorted(two) == [1, 2, 3] and all(abs(one[s] - two[s]) < 1e-5 for s in one)
+    shards = sorted(p.name for p in (tmp_path / "two" / "checkpoints" / "step-00000003").glob("*.distcp"))
+    assert shards == ["__0_0.distcp", "__1_0.distcp"]  # one group of two ranks, not two runs of one
 
 
 def test_convert_composer_to_hf_and_eval_py_equal_the_verbs(tiny_run, tmp_path, icl_dir):
@@ -225,7 +224,8 @@ def test_convert_composer_to_hf_and_eval_py_equal_the_verbs(tiny_run, tmp_path, 
     assert result.returncode == 0, result.stderr[-3000:]
     verb = CliRunner().invoke(app, ["inference-convert", str(run), str(tmp_path / "verb-hf"), "--dtype", "bf16"])
     assert verb.exit_code == 0, verb.output
-    theirs, ours = load_file(tmp_path / "script-hf" / "model.safetensors"), load_file(tmp_path / "verb-hf" / "model.safetensors")
+    theirs = load_file(tmp_path / "script-hf" / "model.safetensors")
+    ours = load_file(tmp_path / "verb-hf" / "model.safetensors")
     assert theirs.keys() == ours.keys() and all(t.dtype == torch.bfloat16 and torch.equal(t, ours[k])
                                                 for k, t in theirs.items())
 
