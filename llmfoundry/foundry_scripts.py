@@ -46,7 +46,8 @@ def run(make_argv: Callable[[], list[list[str]]], after: Callable[[], None] | No
 
     try:
         for argv in run_user_code(make_argv):
-            print(f"foundry {shlex.join(argv)}", file=sys.stderr, flush=True)
+            if os.environ.get("RANK", "0") == "0":  # once, not once per process under a launcher
+                print(f"foundry {shlex.join(argv)}", file=sys.stderr, flush=True)
             code = _foundry(argv)
             if code:
                 return code

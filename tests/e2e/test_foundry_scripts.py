@@ -150,9 +150,10 @@ def test_flags_without_an_equivalent_are_one_line(corpus, tmp_path, capsys, scri
     from llmfoundry import foundry_scripts
 
     folder, tok, _ = corpus
-    parsed = dict(path=str(folder), dataset=str(folder), data_subset=None, splits=["train"],
-                  out_root=str(tmp_path / "o"), compression=None, concat_tokens=32, split="train", tokenizer=str(tok), tokenizer_kwargs=None,
-                  bos_text=None, eos_text="<|endoftext|>", no_wrap=False, num_workers=None)  # as argparse gives them
+    parsed = dict(  # the Namespace argparse gives, before the flags under test
+        path=str(folder), dataset=str(folder), data_subset=None, splits=["train"], out_root=str(tmp_path / "o"),
+        compression=None, concat_tokens=32, split="train", tokenizer=str(tok), tokenizer_kwargs=None,
+        bos_text=None, eos_text="<|endoftext|>", no_wrap=False, num_workers=None)
     convert = foundry_scripts.convert_dataset_json if script == "json" else foundry_scripts.convert_dataset_hf
     assert convert(Namespace(**{**parsed, **flags})) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -167,6 +168,25 @@ def test_convert_composer_to_hf_refuses_hub_uploads_in_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == ["error: --hf_repo_for_upload: uploads to the Hugging Face Hub are "
                                                   "not done here (offline); push the exported folder yourself, e.g. "
                                                   "huggingface-cli upload REPO DIR"]
+
+
+def test_convert_composer_to_hf_on_a_real_composer_checkpoint(shared_dir, tmp_path):
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from llmfoundry.cli import app
+
+    composer_pt = shared_dir / "foundry-v0.21" / "artifacts" / "composer-checkpoint" / "ep0-ba60-rank0.pt"
+    result = run_script("inference/convert_composer_to_hf.py", "--composer_path", str(composer_pt),
+                        "--hf_output_path", str(tmp_path / "script-hf"), "--trust_remote_code")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "note: --trust_remote_code: not needed" in result.stderr
+    verb = CliRunner().invoke(app, ["inference-convert", str(composer_pt), str(tmp_path / "verb-hf")])
+    assert verb.exit_code == 0, verb.output
+    theirs = load_file(tmp_path / "script-hf" / "model.safetensors")
+    ours = load_file(tmp_path / "verb-hf" / "model.safetensors")
+    assert theirs.keys() == ours.keys() and all(torch.equal(t, ours[k]) for k, t in theirs.items())
+    assert json.loads((tmp_path / "script-hf" / "config.json").read_text())["architectures"] == ["MptForCausalLM"]
 
 
 @pytest.fixture(scope="module")
