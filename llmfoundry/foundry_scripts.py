@@ -34,11 +34,12 @@ HF_SPLITS: dict[str, tuple[str, int | None]] = {
 DONE_FILE = ".text_to_mds_conversion_done"  # Foundry's marker that lets convert_text_to_mds skip a finished job
 
 
-def run(make_argv: Callable[[], list[list[str]]], after: Callable[[], None] | None = None) -> int:
+def run(make_argv: Callable[[], list[list[str]]], after: Callable[[list[str]], None] | None = None) -> int:
     """Run the `foundry` commands `make_argv` returns, in order; the exit code as the `foundry` command gives it.
 
     `make_argv` raises UserError for a flag we cannot honour; like every verb's user error it is one line on
-    stderr and exit 1. `after` runs once all commands succeeded (e.g. to lay the output out as Foundry does).
+    stderr and exit 1. `after(argv)` runs as soon as each command succeeded (e.g. to lay its output out as
+    Foundry does), so a later failure leaves the earlier outputs finished.
     """
     from typer import Exit
 
@@ -51,8 +52,8 @@ def run(make_argv: Callable[[], list[list[str]]], after: Callable[[], None] | No
             code = _foundry(argv)
             if code:
                 return code
-        if after is not None:
-            run_user_code(after)
+            if after is not None:
+                run_user_code(lambda: after(argv))
     except Exit as err:  # raised by run_user_code once it has printed the error's one line
         return err.exit_code
     return 0
@@ -134,12 +135,14 @@ def _local_output(flag: str, out: str) -> Path:
     return path
 
 
-def into_folder(out: Path) -> None:
-    """Lay out a conversion as Foundry's scripts do: OUT/train/* moves up into OUT (val/ is empty, dropped).
+def into_folder(argv: list[str]) -> None:
+    """Lay out a `convert-dataset ... --out OUT` as Foundry's scripts do: OUT/train/* moves up into OUT (val/ is
+    empty, dropped).
 
     Each step is a rename, so a crash leaves either our layout or the staging folder beside OUT, never a
     half-written dataset under OUT's name.
     """
+    out = Path(argv[argv.index("--out") + 1])
     staging = out.parent / f".{out.name}.splits-{os.getpid()}"
     os.rename(out, staging)
     os.rename(staging / "train", out)
@@ -149,8 +152,6 @@ def into_folder(out: Path) -> None:
 
 def convert_dataset_json(args: Namespace) -> int:
     """scripts/data_prep/convert_dataset_json.py: one json/jsonl file or a folder of them -> MDS in --out_root."""
-    out = Path(args.out_root)
-
     def argv() -> list[list[str]]:
         _local_output("--out_root", args.out_root)
         if args.split != "train":
@@ -159,7 +160,7 @@ def convert_dataset_json(args: Namespace) -> int:
         return [["convert-dataset", args.path, "--out", args.out_root, "--input-format", "jsonl",
                  *_packing_flags(args), *_compression(args.compression)]]
 
-    return run(argv, after=lambda: into_folder(out))
+    return run(argv, after=into_folder)
 
 
 def convert_text_to_mds(args: Namespace) -> int:
@@ -173,7 +174,6 @@ def convert_text_to_mds(args: Namespace) -> int:
     settings = json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in ("processes", "reprocess",
                                                                                "logging_level")})
     done = out / DONE_FILE
-    skipped = []
 
     def argv() -> list[list[str]]:
         if "://" in args.input_folder:
@@ -182,7 +182,6 @@ def convert_text_to_mds(args: Namespace) -> int:
         if not args.reprocess and done.is_file() and done.read_text() == _done_text(settings, inputs):
             print(f"{out}: already converted from {args.input_folder} with these settings ({DONE_FILE}); "
                   "pass --reprocess True to convert again", file=sys.stderr)
-            skipped.append(out)
             return []
         _local_output("--output_folder", args.output_folder)
         if args.use_tokenizer_eos:
@@ -198,10 +197,9 @@ def convert_text_to_mds(args: Namespace) -> int:
                  "--split-by", "file", "--workers", str(max(args.processes, 1)), *_packing_flags(args),
                  *_compression(args.compression)]]
 
-    def after() -> None:
-        if not skipped:
-            into_folder(out)
-            done.write_text(_done_text(settings, inputs))
+    def after(command: list[str]) -> None:
+        into_folder(command)
+        done.write_text(_done_text(settings, inputs))
 
     return run(argv, after=after)
 
@@ -267,11 +265,7 @@ def convert_dataset_hf(args: Namespace) -> int:
                              os.path.join(args.out_root, name), *packing, *workers, *limit])
         return commands
 
-    def after() -> None:
-        for name in args.splits:
-            into_folder(Path(args.out_root) / name)
-
-    return run(argv, after=after)
+    return run(argv, after=into_folder)
 
 
 # ---- inference -------------------------------------------------------------------------------------------

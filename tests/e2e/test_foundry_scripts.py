@@ -232,6 +232,7 @@ def test_train_py_under_composers_launcher_equals_one_process(tiny_run, tmp_path
     assert shards == ["__0_0.distcp", "__1_0.distcp"]  # one group of two ranks, not two runs of one
 
 
+@pytest.mark.slow
 def test_convert_composer_to_hf_and_eval_py_equal_the_verbs(tiny_run, tmp_path, icl_dir):
     from safetensors.torch import load_file
     from typer.testing import CliRunner
