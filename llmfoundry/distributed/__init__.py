@@ -10,6 +10,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from llmfoundry.errors import UserError
+
 
 @dataclass
 class DistInfo:
@@ -29,9 +31,10 @@ def init_distributed(timeout_s: float = 600.0) -> DistInfo:
     gloo raises in the waiting rank; NCCL's watchdog ends the process (torchrun sets
     TORCH_NCCL_ASYNC_ERROR_HANDLING=1 for its workers), so the agent sees a failure and can restart the group.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    world, rank, local = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    if world < 1 or not 0 <= rank < world or local < 0:
+        raise UserError(f"RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local} (set by the launcher): expected "
+                        "WORLD_SIZE >= 1, 0 <= RANK < WORLD_SIZE and LOCAL_RANK >= 0")
     if torch.cuda.is_available():
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
@@ -40,6 +43,14 @@ def init_distributed(timeout_s: float = 600.0) -> DistInfo:
     if world > 1 and not dist.is_initialized():
         _join_group("nccl" if device.type == "cuda" else "gloo", timedelta(seconds=timeout_s))
     return DistInfo(rank, world, local, device)
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, str(default))
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"{name}={value!r} (set by the launcher): expected an integer") from None
 
 
 def _join_group(backend: str, timeout: timedelta) -> None:

@@ -77,7 +77,7 @@ def test_tasks_v03_and_gauntlet_v03_end_to_end(edited, tmp_path):
     """Every task of Foundry's tasks_v0.3.yaml produces a number, and the gauntlet its averages."""
     root, model_dir, dropped = edited
     config = wrapper(root, "tasks_v0.3.yaml", model_dir, gauntlet="eval_gauntlet_v0.3.yaml")
-    result = foundry("eval", str(config), "icl_subset_num_batches=1", "device_eval_batch_size=2", "max_seq_len=256",
+    result = foundry("eval", str(config), "icl_subset_num_batches=1", "device_eval_batch_size=2", "max_seq_len=2048",
                      f"save_folder={tmp_path}/out")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "out" / "results.json").read_text())["tiny"]
