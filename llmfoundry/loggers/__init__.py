@@ -90,18 +90,18 @@ class MetricLoggers:
                                            checkpoint, report))
 
     def write_report(self) -> Path | None:
-        """RUN/report.html; a failure (a bug: the report reads only what this run wrote) is printed whole,
-        traceback included, and does not fail a run whose checkpoint is already saved. The report's own
-        tests call llmfoundry.report directly, where such a bug raises."""
-        from llmfoundry.report import write_run_report
-        from llmfoundry.report.runs import load_run
-
+        """RUN/report.html; a failure (a bug, or no memory left to load the plotting library: the report
+        reads only what this run wrote) is printed whole, traceback included, and does not fail a run whose
+        checkpoint is already saved. The report's own tests call llmfoundry.report directly, where it raises."""
         try:
+            from llmfoundry.report import write_run_report
+            from llmfoundry.report.runs import load_run
+
             return write_run_report([load_run(self.run_dir)], self.run_dir / "report.html")
         except Exception:  # noqa: BLE001 - see the docstring: printed in full, never hidden
             traceback.print_exc()
-            print(f"warning: the run is complete but its report failed (a bug, please report the traceback "
-                  f"above); retry with: foundry report {self.run_dir}", file=sys.stderr, flush=True)
+            print(f"warning: the run is complete but its report failed (traceback above); retry with: "
+                  f"foundry report {self.run_dir}", file=sys.stderr, flush=True)
             return None
 
     def close(self) -> None:

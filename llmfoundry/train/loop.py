@@ -110,6 +110,8 @@ class Trainer:
         cfg = self.cfg
         self.auto_micro = cfg.device_train_microbatch_size == "auto"
         self.log: Any = None  # MetricLoggers on rank 0 while fit() runs
+        if self.dist.is_main:  # the end-of-run report's libraries (matplotlib) load now, while memory is
+            import llmfoundry.report  # noqa: F401  plentiful, not after a run that may end near its limit
         self.ckpt_dir = self.checkpoints.ckpt_dir
         self.checkpoints.remove_leftovers()
         # A restarted attempt (torchrun after a failure) continues this job's checkpoints even without autoresume.

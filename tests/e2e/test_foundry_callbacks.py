@@ -133,5 +133,5 @@ def test_amp_fp8_on_cpu_is_one_line(workspace):
     _, config = workspace
     result = CliRunner().invoke(app, ["train", str(config), "precision=amp_fp8"])
     assert result.exit_code == 1
-    assert result.output.strip() == ("error: precision: amp_fp8 needs an H100-class GPU (compute capability 8.9+) "
-                                     "and torchao; use fp32 or amp_bf16 on CPU")
+    assert result.output.strip() == ("error: precision: amp_fp8 needs an fp8 GPU (H100-class, compute capability "
+                                     "8.9+); this is cpu: use amp_bf16 or fp32")

@@ -67,10 +67,12 @@ def run_in_terminal(args: list[str], timeout: float = 600) -> tuple[int, bytes, 
     screen = pyte.Screen(COLS, ROWS)
     stream = pyte.ByteStream(screen)
     raw, frames = [], []
+    watch = select.poll()
+    watch.register(master, select.POLLIN)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1.0)
+            ready = watch.poll(1000)  # poll, not select: a long suite's descriptors pass select's 1024 limit
             if not ready:
                 if proc.poll() is not None:
                     break
