@@ -82,11 +82,11 @@ def prepare(root: Path) -> Path:
 def _plan(config: Path, overrides: list[str], device=None, mfu: float = 1.0):
     from llmfoundry.config import load_typed
     from llmfoundry.config.schema import TrainConfig
-    from llmfoundry.plan.devices import DeviceSpec
+    from llmfoundry.devices import Device
     from llmfoundry.plan.estimate import plan
 
     cfg, _ = load_typed(TrainConfig, config, overrides)
-    device = device or DeviceSpec("cpu", "this CPU", 1e12, None, 1e15, 0, "none", ())
+    device = device or Device("cpu", "this CPU", 1e12, None, 1e15, 0, "none")
     return plan(cfg, config=str(config), gpus=1, device=device, mfu=mfu, cuda=False)
 
 
@@ -107,7 +107,7 @@ def memory(root: Path) -> None:
 def timing(root: Path) -> None:
     """A short run gives the CPU's FLOP/s (= the peak at MFU 1); the plan then predicts a 4x longer run of the
     same config, measured right after (this machine's load drifts, so the two run back to back)."""
-    from llmfoundry.plan.devices import DeviceSpec
+    from llmfoundry.devices import Device
     from llmfoundry.plan.measure import measure
 
     config = prepare(root)
@@ -116,7 +116,7 @@ def timing(root: Path) -> None:
         name, overrides = CONFIGS[i]
         short = measure(config, [*overrides, "max_duration=3ba", f"save_folder={root}/short{i}"])
         flops = short.tokens_per_s * _plan(config, overrides).flops_per_token
-        cpu = DeviceSpec("cpu", "this CPU", flops, None, 1e15, 0, "none", ())
+        cpu = Device("cpu", "this CPU", flops, None, 1e15, 0, "none")
         longer = [*overrides, "max_duration=12ba"]
         predicted = _plan(config, longer, device=cpu)
         measured = measure(config, [*longer, f"save_folder={root}/long{i}"])
@@ -128,7 +128,7 @@ def timing(root: Path) -> None:
 def foundry_table() -> None:
     from llmfoundry.config import build
     from llmfoundry.models import ModelConfig, build_model
-    from llmfoundry.plan.devices import device
+    from llmfoundry.devices import device
     from llmfoundry.plan.published import RUNS
 
     print("\n| model | GPUs | their MFU | their params | our params | their tok/s | our tok/s at their MFU | ratio | "
