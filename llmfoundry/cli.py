@@ -435,8 +435,8 @@ def plan(
     config: Path = TRAIN_CONFIG_ARG,
     overrides: Optional[list[str]] = OVERRIDES_ARG,
     gpus: int = typer.Option(1, "--gpus", help="GPUs the run uses (processes)."),
-    gpu: str = typer.Option("h100", "--gpu", help="GPU model: h100, h100-pcie, h200, b200, a100-80g, a100-40g, "
-                            "mi300x, l40s, l4, a10g."),
+    gpu: str = typer.Option("h100", "--gpu", help="GPU model, e.g. h100, h100-pcie, h100-nvl, h200, b200, "
+                            "a100-80g, a100-40g, mi300x, l40s, l4, a10g (llmfoundry/devices.py; a wrong name lists all)."),
     mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilization to assume (LLM Foundry measures 0.4-0.6)."),
     price: Optional[float] = typer.Option(None, "--price-per-gpu-hour", help="Dollars per GPU-hour, for the cost."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
@@ -446,7 +446,7 @@ def plan(
     def go() -> None:
         from llmfoundry.config import load_typed
         from llmfoundry.config.schema import TrainConfig
-        from llmfoundry.plan.devices import device
+        from llmfoundry.devices import device
         from llmfoundry.plan.estimate import plan as run
         from llmfoundry.recipes import resolve_config
 

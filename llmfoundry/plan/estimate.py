@@ -14,7 +14,7 @@ from typing import Any
 
 from llmfoundry.config.schema import FSDPConfig, TrainConfig
 from llmfoundry.errors import UserError
-from llmfoundry.plan.devices import DeviceSpec
+from llmfoundry.devices import Device
 from llmfoundry.plan.memory import Memory, Setup, ac_mode, estimate
 
 CHINCHILLA_TOKENS_PER_PARAM = 20
@@ -132,7 +132,7 @@ def _memory_plan(cfg: TrainConfig, model: Any, gpus: int, micro: int, per_rank: 
     }
 
 
-def plan(cfg: TrainConfig, *, config: str, gpus: int, device: DeviceSpec, mfu: float = 0.4,
+def plan(cfg: TrainConfig, *, config: str, gpus: int, device: Device, mfu: float = 0.4,
          price_per_gpu_hour: float | None = None, cuda: bool = True) -> Plan:
     """Plan training `cfg` on `gpus` x `device` at model FLOPs utilization `mfu`.
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ class Measured:
     peak_bytes: int
     """Peak RSS during training minus the RSS right before it."""
     tokens_per_s: float
-    """Mean of the logged throughput after the first log step (which includes start-up)."""
+    """Median of the logged throughput after the first log step (which includes start-up); the median, so that
+    one step slowed by another process on a shared machine does not move it."""
     seconds: float
     """Wall time of train() (building the model and data, training, the final checkpoint)."""
     steps: int
@@ -63,7 +65,7 @@ def _child(config: str, overrides: list[str]) -> None:
              for line in (Path(cfg.save_folder) / "metrics.jsonl").read_text().splitlines()]  # type: ignore[arg-type]
     rates = [r for r in rates if r is not None]
     steady = rates[1:] or rates
-    print(json.dumps({"peak_bytes": peak - baseline, "tokens_per_s": sum(steady) / len(steady),
+    print(json.dumps({"peak_bytes": peak - baseline, "tokens_per_s": statistics.median(steady),
                       "seconds": seconds, "steps": len(rates)}))
 
 

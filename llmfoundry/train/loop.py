@@ -37,7 +37,7 @@ from llmfoundry.distributed import all_reduce_sum, barrier, init_distributed, re
 from llmfoundry.errors import UserError
 from llmfoundry.io import disk_errors, write_atomic
 from llmfoundry.models import build_model
-from llmfoundry.train.devices import peak_flops
+from llmfoundry.devices import peak_flops
 from llmfoundry.train.grads import build_scaler, clip_to_norm, global_grad_norm
 from llmfoundry.train.guard import RunGuard, one_line
 from llmfoundry.train.optim import build_optimizer

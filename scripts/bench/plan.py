@@ -5,10 +5,12 @@
    minus the process baseline; llmfoundry/plan/measure.py says exactly how). Data: real PubMed abstracts with
    the GPT-2 tokenizer (the `pubmed` and `gpt2` assets).
 2. Time: the measured FLOP/s of a short run (its tokens/s x FLOPs per token) taken as the CPU's "peak" at MFU 1;
-   the plan then predicts the training time of a 4x longer run of the same config, measured right after.
+   the plan then predicts the training time of a 3x longer run of the same config (short runs before and after
+   it bracket the machine's load drift).
 3. LLM Foundry's throughput table (scripts/train/benchmarking/README.md): our parameter count and tokens/s
    at their published MFU on 8 x A100-80GB / H100, side by side with their figures.
-Run: make bench-plan (20-40 minutes on 2 loaded cores); --part memory|time|table runs one part.
+Run: make bench-plan (about 17 minutes on 2 cores at load 6-19: memory 12.5, time 4-5, table seconds);
+--part memory|time|table runs one part.
 """
 
 from __future__ import annotations
@@ -82,11 +84,11 @@ def prepare(root: Path) -> Path:
 def _plan(config: Path, overrides: list[str], device=None, mfu: float = 1.0):
     from llmfoundry.config import load_typed
     from llmfoundry.config.schema import TrainConfig
-    from llmfoundry.plan.devices import DeviceSpec
+    from llmfoundry.devices import Device
     from llmfoundry.plan.estimate import plan
 
     cfg, _ = load_typed(TrainConfig, config, overrides)
-    device = device or DeviceSpec("cpu", "this CPU", 1e12, None, 1e15, 0, "none", ())
+    device = device or Device("cpu", "this CPU", 1e12, None, 1e15, 0, "none")
     return plan(cfg, config=str(config), gpus=1, device=device, mfu=mfu, cuda=False)
 
 
@@ -105,30 +107,33 @@ def memory(root: Path) -> None:
 
 
 def timing(root: Path) -> None:
-    """A short run gives the CPU's FLOP/s (= the peak at MFU 1); the plan then predicts a 4x longer run of the
-    same config, measured right after (this machine's load drifts, so the two run back to back)."""
-    from llmfoundry.plan.devices import DeviceSpec
+    """A short run gives the CPU's FLOP/s (= the peak at MFU 1); the plan then predicts the training time of a 3x
+    longer run of the same config. This machine is shared and its load drifts, so the short run is repeated right
+    after the long one: the two FLOP/s figures bracket the drift, and their mean is the peak the plan uses."""
+    from llmfoundry.devices import Device
     from llmfoundry.plan.measure import measure
 
     config = prepare(root)
-    print("\ntime: predicted from a 3-step run's FLOP/s, against the 12-step run measured right after it")
-    for i in (0, 4):
-        name, overrides = CONFIGS[i]
-        short = measure(config, [*overrides, "max_duration=3ba", f"save_folder={root}/short{i}"])
-        flops = short.tokens_per_s * _plan(config, overrides).flops_per_token
-        cpu = DeviceSpec("cpu", "this CPU", flops, None, 1e15, 0, "none", ())
-        longer = [*overrides, "max_duration=12ba"]
-        predicted = _plan(config, longer, device=cpu)
-        measured = measure(config, [*longer, f"save_folder={root}/long{i}"])
-        train_s = predicted.tokens / measured.tokens_per_s
-        print(f"| {name} | {flops / 1e9:.1f} GFLOP/s | {predicted.seconds:.0f} s | {train_s:.0f} s | "
-              f"{predicted.seconds / train_s - 1:+.1%} | {measured.seconds:.0f} s |", flush=True)
+    print("\ntime: predicted from 3-step runs' FLOP/s (before | after), against the 9-step run measured between them")
+    name, overrides = CONFIGS[0]
+    short = [*overrides, "max_duration=3ba"]
+    longer = [*overrides, "max_duration=9ba"]
+    flops_per_token = _plan(config, overrides).flops_per_token
+    before = measure(config, [*short, f"save_folder={root}/before"])
+    measured = measure(config, [*longer, f"save_folder={root}/long"])
+    after = measure(config, [*short, f"save_folder={root}/after"])
+    rates = [before.tokens_per_s * flops_per_token, after.tokens_per_s * flops_per_token]
+    cpu = Device("cpu", "this CPU", sum(rates) / 2, None, 1e15, 0, "none")
+    predicted = _plan(config, longer, device=cpu)
+    train_s = predicted.tokens / measured.tokens_per_s
+    print(f"| {name} | {rates[0] / 1e9:.1f} / {rates[1] / 1e9:.1f} GFLOP/s | {predicted.seconds:.0f} s | "
+          f"{train_s:.0f} s | {predicted.seconds / train_s - 1:+.1%} | {measured.seconds:.0f} s |", flush=True)
 
 
 def foundry_table() -> None:
     from llmfoundry.config import build
     from llmfoundry.models import ModelConfig, build_model
-    from llmfoundry.plan.devices import device
+    from llmfoundry.devices import device
     from llmfoundry.plan.published import RUNS
 
     print("\n| model | GPUs | their MFU | their params | our params | their tok/s | our tok/s at their MFU | ratio | "
@@ -149,7 +154,7 @@ def foundry_table() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["memory", "time", "table", "all"], default="all",
-                        help="memory (7 training runs), time (4 runs), table (LLM Foundry's rows, no training).")
+                        help="memory (7 training runs), time (3 runs), table (LLM Foundry's rows, no training).")
     args = parser.parse_args()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,8 +5,9 @@ init so completions do not collapse to one repeated token) exported by `foundry 
 request asks for `--tokens` greedy tokens of a distinct prompt. The server runs in its own process on a free
 loopback port; clients are threads using the real `openai` client. The baseline is transformers'
 `model.generate` called once per prompt, one after another, in this process with the server stopped (the way a
-script without a server would do it). Printed: requests/s, generated tokens/s, and the ratio to the baseline.
-Run: make bench-serve.
+script without a server would do it), measured before and after the server's runs: on a shared machine the two
+bracket the load drift. Printed: requests/s, generated tokens/s, and the ratio to the baseline.
+Run: make bench-serve (11 minutes on 2 shared cores at load 3-11; --concurrency 1 8 --requests 1 for a quicker run).
 """
 
 from __future__ import annotations
@@ -107,13 +108,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=32, help="Tokens generated per request.")
     parser.add_argument("--requests", type=int, default=2, help="Requests per client at each concurrency.")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="Client counts to measure.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = export(Path(tmp) / "bench-mpt")
+        before = baseline(model_dir, prompts(8), args.tokens)
+        print(f"sequential transformers generate (before): {before[0]:.2f} requests/s, {before[1]:.1f} tokens/s",
+              flush=True)
         proc, base = start_server(model_dir)
         rows = []
         try:
-            for concurrency in (1, 8, 32):
+            for concurrency in args.concurrency:
                 texts = prompts(max(concurrency * args.requests, 8))
                 rows.append((concurrency, *served(base, model_dir.name, texts, args.tokens, concurrency)))
                 print(f"concurrency {concurrency:2}: {rows[-1][1]:6.2f} requests/s, {rows[-1][2]:7.1f} tokens/s",
@@ -121,9 +126,10 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-        base_rps, base_tps = baseline(model_dir, prompts(8), args.tokens)
-    print(f"\nsequential transformers generate: {base_rps:.2f} requests/s, {base_tps:.1f} tokens/s\n")
-    print("| client concurrency | requests/s | tokens/s | vs sequential transformers generate |")
+        after = baseline(model_dir, prompts(8), args.tokens)
+    print(f"sequential transformers generate (after): {after[0]:.2f} requests/s, {after[1]:.1f} tokens/s\n")
+    base_tps = (before[1] + after[1]) / 2  # the machine is shared: the two baselines bracket its load drift
+    print("| client concurrency | requests/s | tokens/s | vs sequential transformers generate (mean of before/after) |")
     print("| --- | --- | --- | --- |")
     for concurrency, rps, tps in rows:
         print(f"| {concurrency} | {rps:.2f} | {tps:.1f} | {tps / base_tps:.2f}x |")

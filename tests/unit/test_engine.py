@@ -72,3 +72,31 @@ def test_engine_groups_waiting_requests(tiny):
         engine.close()  # works off the queue (the requests, then its stop marker) and joins the thread
     assert len(done) == 8 and max(engine.groups) > 1
     assert torch.tensor(engine.groups).sum() == 8
+
+
+def test_a_run_folder_loads_as_its_export(tmp_path, gpt2_tokenizer_dir):
+    """chat/serve on a run folder export its `latest` checkpoint on the fly: the same greedy text as the
+    exported directory of that model, and a run folder without a tokenizer is a one-line user error."""
+    from llmfoundry.checkpoint.reader import save_model_checkpoint
+    from llmfoundry.config import build
+    from llmfoundry.errors import UserError
+    from llmfoundry.models import ModelConfig, build_model
+
+    raw = {"name": "mpt", "preset": "mpt-tiny", "vocab_size": 50257, "init_config": {"name": "normal_", "init_std": 0.1}}
+    torch.manual_seed(0)
+    model = build_model(build(ModelConfig, raw))
+    model.init_weights()
+    save_model_checkpoint(model, {"model": raw, "tokenizer": {"name": str(gpt2_tokenizer_dir)}},
+                          tmp_path / "run" / "checkpoints" / "step-00000003")
+    (tmp_path / "run" / "checkpoints" / "latest").write_text("step-00000003\n")
+    loaded = load(tmp_path / "run")
+    assert loaded.name == "run" and loaded.window == model.args.max_seq_len
+    exported = _export(tmp_path / "hf", gpt2_tokenizer_dir)  # the same seed and init: the same weights
+    prompts = PROMPTS[:3]
+    results = generate_group(loaded.model, loaded.tokenizer,
+                             [Request(_ids(loaded, p), Sampling(max_tokens=6, temperature=0)) for p in prompts])
+    assert [r.text for r in results] == _references(exported, prompts, 6)
+    save_model_checkpoint(model, {"model": raw}, tmp_path / "bare" / "checkpoints" / "step-00000001")
+    (tmp_path / "bare" / "checkpoints" / "latest").write_text("step-00000001\n")
+    with pytest.raises(UserError, match="names no tokenizer"):
+        load(tmp_path / "bare")

@@ -12,7 +12,7 @@ import torch
 from llmfoundry.config import build, load_typed
 from llmfoundry.config.schema import TrainConfig
 from llmfoundry.models import ModelConfig, build_model
-from llmfoundry.plan.devices import DEVICES, DeviceSpec, device, device_for_cuda_name
+from llmfoundry.devices import DEVICES, Device, device
 from llmfoundry.plan.estimate import CHINCHILLA_TOKENS_PER_PARAM, plan
 from llmfoundry.plan.memory import Setup, block_bytes_per_token
 from llmfoundry.plan.published import RUNS
@@ -138,16 +138,6 @@ def test_llm_foundry_parameter_counts_and_throughput():
         assert ours / run.tokens_per_s == pytest.approx(1, abs=0.011), run
 
 
-def test_device_table_names_cuda_devices():
-    assert device_for_cuda_name("NVIDIA H100 80GB HBM3").name == "h100"
-    assert device_for_cuda_name("NVIDIA H100 PCIe").name == "h100-pcie"
-    assert device_for_cuda_name("NVIDIA A100-SXM4-40GB").name == "a100-40g"
-    assert device_for_cuda_name("NVIDIA A100-SXM4-80GB").name == "a100-80g"
-    assert device_for_cuda_name("NVIDIA L40S").name == "l40s" and device_for_cuda_name("NVIDIA L4").name == "l4"
-    assert device_for_cuda_name("Some CPU") is None
-    assert all(d.fp8_flops is None or d.fp8_flops >= d.bf16_flops for d in DEVICES.values())
-
-
 def test_cli_plan_table_json_and_errors():
     done = run_cli("plan", "mpt-125m", "--gpus", "8", "--gpu", "a100-80g", "--json")
     assert done.returncode == 0, done.stderr
@@ -199,7 +189,7 @@ def test_predicted_peak_matches_a_measured_train_run(tmp_path_factory, overrides
                                            tok=tok))
     overrides = [*overrides, f"save_folder={root}/run"]
     cfg = load_typed(TrainConfig, config, overrides)[0]
-    cpu = DeviceSpec("cpu", "this CPU", 1e12, None, 1e15, 0, "none", ())
+    cpu = Device("cpu", "this CPU", 1e12, None, 1e15, 0, "none")
     predicted = plan(cfg, config=str(config), gpus=1, device=cpu, cuda=False).memory["peak"]
     measured = measure(config, overrides).peak_bytes
     assert abs(predicted / measured - 1) < 0.15, (predicted / 2**20, measured / 2**20)
