@@ -19,7 +19,7 @@ from typing import Any
 import typer
 
 from llmfoundry.distributed import heartbeat
-from llmfoundry.errors import LAUNCHED
+from llmfoundry.errors import LAUNCHED, UserError
 
 
 def _quiet_agent_logs() -> None:
@@ -34,6 +34,7 @@ def launch_train(nproc: int, max_restarts: int, train_args: list[str], run_dir: 
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+    check_devices(nproc)
     args = torchrun.parse_args([f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}", "-m", "llmfoundry.cli",
                                 *(["--debug"] if debug else []), "train", *train_args])
     os.environ[LAUNCHED] = "1"
@@ -48,6 +49,15 @@ def launch_train(nproc: int, max_restarts: int, train_args: list[str], run_dir: 
     except SignalException as stopped:
         return _after_signal(stopped.sigval, run_dir, nproc, args.shutdown_timeout)
     return 0
+
+
+def check_devices(nproc: int) -> None:
+    """On a GPU machine each process needs a GPU of its own; on CPU, `--nproc N` runs N gloo processes."""
+    import torch
+
+    if torch.cuda.is_available() and nproc > torch.cuda.device_count():
+        raise UserError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} GPU(s); use at most that "
+                        "many (one process per GPU), or launch on more nodes with torchrun")
 
 
 def _summary(failures: dict[int, Any], max_restarts: int) -> list[str]:

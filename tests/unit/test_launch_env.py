@@ -19,3 +19,17 @@ def test_launcher_environment_is_checked(monkeypatch, env, message):
         monkeypatch.setenv(key, value)
     with pytest.raises(UserError, match=message):
         init_distributed(5.0)
+
+
+def test_nproc_beyond_the_gpus_is_one_line_before_any_process_starts(monkeypatch):
+    import torch
+
+    from llmfoundry.distributed.launch import check_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_devices(2)
+    with pytest.raises(UserError, match=r"--nproc 8: this machine has 2 GPU\(s\); use at most that many"):
+        check_devices(8)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    check_devices(8)  # CPU: N gloo processes
