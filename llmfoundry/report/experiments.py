@@ -61,7 +61,7 @@ def domain(folder: Path) -> tuple[list[tuple[str, Any]], str]:
     ax.set_xlabel("bits per UTF-8 byte of held-out abstracts")
     rows = []
     for arm in names:
-        acc = medqa.get(arm, {}).get("medqa/0-shot/accuracy")
+        acc = medqa.get(arm, {}).get("medqa/0-shot/acc")
         flops = plans[arm]["flops_per_token"] * plans[arm]["tokens"] if plans[arm] else None
         rows.append([A_ARMS[arm], f"{done[arm]['bits_per_byte']:.4f}", f"{done[arm]['tokens_per_document']:.1f}",
                      f"{flops:.3g}" if flops else "", f"{plans[arm]['tokens']:,}" if plans[arm] else "",
@@ -85,7 +85,7 @@ def domain_verdict(scores: dict[str, dict[str, Any]], medqa: dict[str, dict[str,
                      f"vs {t['bits_per_byte']:.3f} bits per byte: the domain tokenizer "
                      f"{'wins' if d['bits_per_byte'] < t['bits_per_byte'] else 'does not win'} at equal FLOPs.")
     parts.append(f"Best held-out PubMed bits per byte: {A_ARMS[best]}.")
-    accs = {a: m.get("medqa/0-shot/accuracy") for a, m in medqa.items() if m.get("medqa/0-shot/accuracy") is not None}
+    accs = {a: m.get("medqa/0-shot/acc") for a, m in medqa.items() if m.get("medqa/0-shot/acc") is not None}
     if accs:
         spread = ", ".join(f"{a} {v:.3f}" for a, v in accs.items())
         at_chance = all(abs(v - MEDQA_CHANCE) < 0.08 for v in accs.values())
@@ -187,26 +187,33 @@ def context(folder: Path) -> tuple[list[tuple[str, Any]], str]:
 def _cell(value: float | str | None) -> str:
     if value is None:
         return ""
-    return f"{value:.2f}" if isinstance(value, float) else f"stops: {value}"
+    return f"{value:.2f}" if isinstance(value, float) else "stops (one-line error, below)"
 
 
 def context_verdict(results: dict[str, dict[int, float | str]]) -> str:
     parts = []
     for arm, by_len in results.items():
         lengths = sorted(by_len)
-        base = by_len.get(lengths[0])
+        base = by_len[lengths[0]]
         scored = [n for n in lengths if isinstance(by_len[n], float)]
         stopped = [n for n in lengths if not isinstance(by_len[n], float)]
-        if not isinstance(base, float) or len(scored) < 1:
+        if not isinstance(base, float):
+            parts.append(f"{C_ARMS[arm]}: not scored at {lengths[0]} tokens.")
             continue
-        longest = scored[-1]
-        ratio = by_len[longest] / base  # type: ignore[operator]
-        holds = ratio <= 1.1
-        text = (f"{C_ARMS[arm]}: perplexity {base:.1f} at {lengths[0]} tokens, {by_len[longest]:.1f} at {longest} "
-                f"({ratio:.2f}x): {'extrapolates' if holds else 'degrades'}")
+        text = f"{C_ARMS[arm]}: perplexity {base:.1f} at {lengths[0]} tokens"
+        if len(scored) > 1:
+            longest = scored[-1]
+            ratio = by_len[longest] / base  # type: ignore[operator]
+            text += (f", {by_len[longest]:.1f} at {longest} ({ratio:.2f}x): "
+                     f"{'extrapolates (within 10%)' if ratio <= 1.1 else 'degrades past its training length'}")
         if stopped:
-            text += f"; stops at {stopped[0]} tokens with a one-line error (learned positions)"
+            text += f"; stops at {stopped[0]} tokens with a one-line error: {str(by_len[stopped[0]]).strip()}"
         parts.append(text + ".")
+    longest = max((n for by_len in results.values() for n, v in by_len.items() if isinstance(v, float)), default=None)
+    at_longest = {arm: v[longest] for arm, v in results.items() if isinstance(v.get(longest), float)}
+    if longest is not None and len(at_longest) > 1:
+        best = min(at_longest, key=lambda a: at_longest[a])  # type: ignore[arg-type, return-value]
+        parts.append(f"At {longest} tokens the lowest perplexity is {C_ARMS[best]}'s.")
     return " ".join(parts)
 
 

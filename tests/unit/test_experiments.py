@@ -58,7 +58,7 @@ def test_domain_verdict_follows_the_numbers():
     base = {"tokens_per_document": 250.0}
     win = {"pubmed-bpe": {**base, "bits_per_byte": 1.9}, "general-bpe": {**base, "bits_per_byte": 2.6},
            "pubmed-gpt2": {"tokens_per_document": 330.0, "bits_per_byte": 2.2}}
-    text = ex.domain_verdict(win, {"pubmed-bpe": {"medqa/0-shot/accuracy": 0.22}})
+    text = ex.domain_verdict(win, {"pubmed-bpe": {"medqa/0-shot/acc": 0.22}})
     assert "tokenizer beats general text" in text and "domain tokenizer wins" in text and "at chance" in text
     lose = {**win, "pubmed-bpe": {**base, "bits_per_byte": 2.7}}
     text = ex.domain_verdict(lose, {})
@@ -92,8 +92,9 @@ def test_context_verdict_extrapolation_degradation_and_the_stop():
     text = ex.context_verdict(results)
     assert "MPT, ALiBi: perplexity 20.0 at 128 tokens, 19.5 at 1024 (0.97x): extrapolates" in text
     assert "MPT, RoPE: perplexity 20.0 at 128 tokens, 300.0 at 1024 (15.00x): degrades" in text
-    assert "GPT-2, learned positions: perplexity 21.0 at 128 tokens, 21.0 at 128 (1.00x): extrapolates; stops at " \
-        "256 tokens" in text
+    assert "GPT-2, learned positions: perplexity 21.0 at 128 tokens; stops at 256 tokens with a one-line error: " \
+        "error: ... cannot score 256-token windows." in text
+    assert "At 1024 tokens the lowest perplexity is MPT, ALiBi's." in text
 
 
 def test_size_verdict_marks_the_best_and_chinchillas_choice():
@@ -114,6 +115,6 @@ def test_report_of_a_partial_folder_says_what_was_not_run(tmp_path):
     from llmfoundry.report import report
 
     page = report([tmp_path]).read_text()
-    assert page.count("Not run (scripts/experiments/") == 3 and "stops: error: learned positions" in page
+    assert page.count("Not run (scripts/experiments/") == 3 and "stops (one-line error, below)" in page and "error: learned positions" in page
     series = json.loads((tmp_path / "report" / "series.json").read_text())
     assert {tuple(line["x"]) for line in series["c_context"]} == {(128.0, 512.0), (128.0,)}
