@@ -13,6 +13,6 @@ for arm in pubmed-bpe general-bpe pubmed-gpt2; do
   $FOUNDRY eval-text "$OUT/hf/$arm" "$PUBMED"/pubmed*.xml.gz --val-fraction $VAL --max-docs "$EVAL_DOCS" \
     --seq-len 128 --out "$OUT/scores/$arm.json"
 done
-step "(a) MedQA (USMLE, 4-5 options), zero-shot, $MEDQA_ITEMS questions per model"
+step "(a) MedQA (USMLE, 5 options), zero-shot, $MEDQA_ITEMS questions per model"
 [ -e "$DATA/icl/medqa_en.jsonl" ] || .venv/bin/python -m llmfoundry.assets.build --task medqa_en --out "$DATA/icl"
 $FOUNDRY eval yamls/experiments/a_medqa.yaml variables.out="$OUT" variables.data="$DATA" --limit "$MEDQA_ITEMS"

