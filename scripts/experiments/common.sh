@@ -8,7 +8,7 @@ VOCAB=${VOCAB:-8192}
 MAX_DOCS=${MAX_DOCS:-20000}           # PubMed abstracts converted (of ~33k); held-out ones are never trained on
 GENERAL_DOCS=${GENERAL_DOCS:-100000}  # general-text documents (files) converted: all
 EVAL_DOCS=${EVAL_DOCS:-200}           # held-out abstracts scored by foundry eval-text
-MEDQA_ITEMS=${MEDQA_ITEMS:-200}       # MedQA questions scored (of 1,273)
+MEDQA_ITEMS=${MEDQA_ITEMS:-60}        # MedQA questions scored (of 1,273): 300 long requests per model
 VAL=0.02
 TRAIN=(variables.data="$DATA")        # overrides for every `foundry train`
 if [ -n "${QUICK:-}" ]; then          # the test suite's 2-step version: same commands, tiny sizes
