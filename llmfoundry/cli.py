@@ -309,6 +309,40 @@ def eval_(
     run_user_code(go)
 
 
+@app.command("eval-text")
+def eval_text(
+    model: str = typer.Argument(..., help="An exported Hugging Face model directory (foundry inference-convert).",
+                                show_default=False),
+    inputs: list[str] = typer.Argument(..., help="Text, JSONL, parquet/arrow or PubMed XML files, directories or "
+                                       "globs (as convert-dataset reads them).", show_default=False),
+    seq_len: list[int] = typer.Option(..., "--seq-len", help="Window length in tokens; repeat for several."),
+    val_fraction: float = typer.Option(0.0, "--val-fraction", help="Score only convert-dataset's val split of "
+                                       "this fraction (the documents a run never trained on); 0: every document."),
+    input_format: InputFormat = typer.Option("auto", "--input-format", help="auto: by extension."),
+    max_docs: Optional[int] = typer.Option(None, "--max-docs", min=1, help="Score at most this many documents."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Windows per forward pass."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Write the scores as JSON here."),
+) -> None:
+    """Bits per byte (tokenizer-independent), perplexity and tokens per document on held-out text.
+
+    \b
+    Example:
+      foundry eval-text demo/hf "$(foundry assets pubmed)"/pubmed*.xml.gz --val-fraction 0.02 --seq-len 128
+    """
+
+    def go() -> None:
+        from llmfoundry.eval.heldout import evaluate_text
+
+        for s in evaluate_text(model, inputs, seq_len, input_format=input_format.value, val_fraction=val_fraction,
+                               max_docs=max_docs, batch_size=batch_size, out=out):
+            typer.echo(f"seq_len {s.seq_len}: {s.bits_per_byte:.4f} bits/byte, perplexity {s.perplexity:.2f}, "
+                       f"{s.tokens_per_document:.1f} tokens/document ({s.documents:,} documents, {s.bytes:,} bytes)")
+        if out is not None:
+            typer.echo(f"wrote {out}")
+
+    run_user_code(go)
+
+
 @app.command("inference-convert")
 def inference_convert(
     src: str = typer.Argument(..., help="A run folder (uses checkpoints/latest), one checkpoint folder, or either as an s3:// URL.", show_default=False),

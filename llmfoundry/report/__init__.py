@@ -102,6 +102,10 @@ def report(paths: list[str | Path], out: str | Path | None = None) -> Path:
     for folder in folders:
         if not folder.is_dir():
             raise UserError(f"{folder}: not a directory (give a run folder or a `foundry eval` save_folder)")
+    from llmfoundry.report.experiments import is_experiments_folder, write_experiments_report
+
+    if len(folders) == 1 and is_experiments_folder(folders[0]):
+        return write_experiments_report(folders[0], Path(out) if out else folders[0] / "report.html")
     evals = [f for f in folders if (f / RESULTS).is_file() and not (f / METRICS).is_file()]
     if evals:
         if len(folders) > 1:
