@@ -15,7 +15,7 @@ TRAIN_YAMLS = ["a_pubmed_bpe", "a_general_bpe", "a_pubmed_gpt2", "b_mosaicbert",
 def _plan(name: str):
     from llmfoundry.config import load_typed
     from llmfoundry.config.schema import TrainConfig
-    from llmfoundry.plan.devices import device
+    from llmfoundry.devices import device
     from llmfoundry.plan.estimate import plan
 
     cfg, _ = load_typed(TrainConfig, YAMLS / f"{name}.yaml")
