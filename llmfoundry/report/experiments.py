@@ -33,7 +33,9 @@ def is_experiments_folder(folder: Path) -> bool:
 
 
 def _json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The file's JSON; None when it is missing or still empty (its command is running: `plan > FILE`)."""
+    text = path.read_text() if path.is_file() else ""
+    return json.loads(text) if text.strip() else None
 
 
 def _score(path: Path) -> dict[str, Any] | None:
