@@ -191,9 +191,10 @@ def test_report_plots_what_metrics_jsonl_says(terminal_run):
     saved = json.loads((run / "report" / "series.json").read_text())
     figures = {plot.name: run_figure(plot, [load_run(run)]) for plot in RUN_PLOTS}
     assert {name for name, fig in figures.items() if fig is not None} == set(saved) == \
-        {"loss", "lr", "throughput", "memory"}  # no MFU on a CPU; no ICL tasks in this run
+        {"loss", "lr", "throughput", "memory", "grad_norm"}  # no MFU on a CPU; no ICL tasks in this run
     expected = {("loss", "loss/train"): "tokens", ("loss", "loss/val"): "tokens", ("lr", "lr"): "step",
-                ("throughput", "throughput/tokens_per_sec"): "step", ("memory", "memory/peak_rss_gb"): "step"}
+                ("throughput", "throughput/tokens_per_sec"): "step", ("memory", "memory/peak_rss_gb"): "step",
+                ("grad_norm", "grad_norm"): "step"}
     for (name, key), x in expected.items():
         want = metrics_series(run, key, x)
         for lines in (drawn(figures[name]), saved[name]):
@@ -236,7 +237,7 @@ def test_report_opens_offline_in_headless_chromium(terminal_run, tmp_path):
     console = [line for line in log.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert not console, console
     assert not re.search(r"net::ERR_|Failed to load resource", log), log[-2000:]
-    assert dom.count("<img") == 4 and dom.count('src="data:image/png;base64,') == 4
+    assert dom.count("<img") == 5 and dom.count('src="data:image/png;base64,') == 5  # loss, lr, tok/s, memory, grad_norm
     assert "Run report: run" in dom and "Resolved config" in dom and "loss/val" in dom
     # the screenshot shows the plots: the page is far from blank, and the plot area holds the lines' colors
     pixels = np.asarray(Image.open(tmp_path / "shot.png").convert("RGB")).astype(float)
