@@ -27,14 +27,14 @@ chromium:  # Debian's chromium, for the test that opens the run report in a real
 		echo "note: apt-get could not install chromium; the report's browser test will skip"; \
 	else echo "note: chromium is not installed (needs apt-get as root); the report's browser test will skip"; fi
 
-test:
-	$(PYTEST) -q -m "not experiments"
+test:  # every test, the 2-step run of every experiment included (~8 of its minutes on 2 cores)
+	$(PYTEST) -q --durations=15
 
-test-experiments:  # the 2-step (QUICK=1) run of every experiment of `make experiments`, 15-25 minutes
+test-experiments:  # only the 2-step (QUICK=1) run of every experiment of `make experiments`
 	$(PYTEST) -q -m experiments
 
-test-fast:
-	$(PYTEST) -q -m "not slow and not experiments"
+test-fast:  # without the tests marked slow (multi-process, end-to-end, the experiments)
+	$(PYTEST) -q -m "not slow"
 
 test-foundry:  # only the tests of LLM Foundry's own files (need ../shared/foundry-v0.21 beside the checkout)
 	$(PYTEST) -q -m foundry_files || test $$? -eq 5  # 5: no such tests collected

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from llmfoundry.io import write_atomic
 from llmfoundry.report import html
 from llmfoundry.report.plots import COLORS, drawn, new_figure, png
@@ -172,18 +174,29 @@ def context(folder: Path) -> tuple[list[tuple[str, Any]], str]:
                 results.setdefault(arm, {})[n] = score["perplexity"]
             elif error.is_file():
                 results.setdefault(arm, {})[n] = error.read_text().strip()
-    fig, ax = new_figure("(c) held-out perplexity vs window (trained at 128)")
+    trained = trained_length(folder) or lengths[0]
+    fig, ax = new_figure(f"(c) held-out perplexity vs window (trained at {trained})")
     for i, (arm, by_len) in enumerate(results.items()):
         pts = [(n, v) for n, v in sorted(by_len.items()) if isinstance(v, float)]
         _line(ax, [n for n, _ in pts], [v for _, v in pts], C_ARMS[arm], i)
+    ax.axvline(trained, color="0.6", linestyle=":", linewidth=1)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("window (tokens)")
     ax.set_ylabel("perplexity")
     ax.legend(fontsize="small")
     rows = [[C_ARMS[arm], *[_cell(by_len.get(n)) for n in lengths]] for arm, by_len in results.items()]
-    table = html.table(["model", *[f"{n} tokens" for n in lengths]], rows)
-    return [("c_context", fig)], table + f"<p>{html.escape(context_verdict(results))}</p>"
+    table = html.table(["model", *[f"{n} tokens" + (" (trained)" if n == trained else "") for n in lengths]], rows)
+    return [("c_context", fig)], table + f"<p>{html.escape(context_verdict(results, trained))}</p>"
+
+
+def trained_length(folder: Path) -> int | None:
+    """The training sequence length of (c)'s runs (the ALiBi run's resolved config), if it is there."""
+    config = folder / "runs" / "alibi" / "config.yaml"
+    if not config.is_file():
+        return None
+    loader = (yaml.safe_load(config.read_text()) or {}).get("train_loader") or {}
+    return (loader.get("dataset") or {}).get("max_seq_len")
 
 
 def _cell(value: float | str | None) -> str:
@@ -192,22 +205,26 @@ def _cell(value: float | str | None) -> str:
     return f"{value:.2f}" if isinstance(value, float) else "stops (one-line error, below)"
 
 
-def context_verdict(results: dict[str, dict[int, float | str]]) -> str:
-    parts = []
+def context_verdict(results: dict[str, dict[int, float | str]], trained: int) -> str:
+    """Per arm: how much context helps up to the trained length (shorter windows), and the ratio at the longest
+    window to the trained one; then whether the measurement separates ALiBi from RoPE at all."""
+    parts, ratios = [], {}
     for arm, by_len in results.items():
-        lengths = sorted(by_len)
-        base = by_len[lengths[0]]
-        scored = [n for n in lengths if isinstance(by_len[n], float)]
-        stopped = [n for n in lengths if not isinstance(by_len[n], float)]
+        base = by_len.get(trained)
         if not isinstance(base, float):
-            parts.append(f"{C_ARMS[arm]}: not scored at {lengths[0]} tokens.")
+            parts.append(f"{C_ARMS[arm]}: not scored at its training length ({trained} tokens).")
             continue
-        text = f"{C_ARMS[arm]}: perplexity {base:.1f} at {lengths[0]} tokens"
-        if len(scored) > 1:
-            longest = scored[-1]
-            ratio = by_len[longest] / base  # type: ignore[operator]
-            text += (f", {by_len[longest]:.1f} at {longest} ({ratio:.2f}x): "
-                     f"{'extrapolates (within 10%)' if ratio <= 1.1 else 'degrades past its training length'}")
+        text = f"{C_ARMS[arm]}: perplexity {base:.1f} at {trained} tokens"
+        short = [n for n in sorted(by_len) if n < trained and isinstance(by_len[n], float)]
+        if short:
+            text += f" ({by_len[short[0]]:.1f} at {short[0]}: context helps {1 - base / by_len[short[0]]:.1%})"
+        longer = [n for n in sorted(by_len) if n > trained]
+        scored = [n for n in longer if isinstance(by_len[n], float)]
+        stopped = [n for n in longer if not isinstance(by_len[n], float)]
+        if scored:
+            ratios[arm] = by_len[scored[-1]] / base  # type: ignore[operator]
+            text += (f", {by_len[scored[-1]]:.1f} at {scored[-1]} ({ratios[arm]:.2f}x): "
+                     f"{'extrapolates (within 10%)' if ratios[arm] <= 1.1 else 'degrades past its training length'}")
         if stopped:
             text += f"; stops at {stopped[0]} tokens with a one-line error: {str(by_len[stopped[0]]).strip()}"
         parts.append(text + ".")
@@ -216,6 +233,16 @@ def context_verdict(results: dict[str, dict[int, float | str]]) -> str:
     if longest is not None and len(at_longest) > 1:
         best = min(at_longest, key=lambda a: at_longest[a])  # type: ignore[arg-type, return-value]
         parts.append(f"At {longest} tokens the lowest perplexity is {C_ARMS[best]}'s.")
+    if "alibi" in ratios and "rope" in ratios:
+        holds = {arm: ratios[arm] <= 1.1 for arm in ("alibi", "rope")}
+        parts.append({
+            (True, False): "The claim holds here: ALiBi extrapolates where RoPE degrades.",
+            (True, True): "RoPE extrapolates here too, so this miniature does not separate the two schemes: the "
+                          "claim that ALiBi extrapolates where rotary positions degrade is not reproduced at this "
+                          "size; ALiBi's lower perplexity is there already at the training length.",
+            (False, False): "Neither extrapolates here.",
+            (False, True): "The claim fails here: RoPE extrapolates and ALiBi degrades.",
+        }[holds["alibi"], holds["rope"]])
     return " ".join(parts)
 
 

@@ -10,13 +10,13 @@ have() { [ -e "$DATA/$1" ]; }
 
 have tok-pubmed-bpe || { step "PubMed BPE tokenizer ($VOCAB)"
   $FOUNDRY tokenizer train --input "$PUBMED/pubmed20n0014.xml.gz" --kind bpe --vocab-size "$VOCAB" \
-    --limit-docs 10000 --out "$DATA/tok-pubmed-bpe"; }
+    --limit-docs "$TOKENIZER_DOCS" --out "$DATA/tok-pubmed-bpe"; }
 have tok-general-bpe || { step "general-text BPE tokenizer ($VOCAB)"
   $FOUNDRY tokenizer train "${GENERAL[@]/#/--input=}" --input-format text --kind bpe --vocab-size "$VOCAB" \
     --out "$DATA/tok-general-bpe"; }
 have tok-pubmed-wordpiece || { step "PubMed WordPiece tokenizer ($VOCAB, for BERT)"
   $FOUNDRY tokenizer train --input "$PUBMED/pubmed20n0014.xml.gz" --kind wordpiece --vocab-size "$VOCAB" \
-    --limit-docs 10000 --out "$DATA/tok-pubmed-wordpiece"; }
+    --limit-docs "$TOKENIZER_DOCS" --out "$DATA/tok-pubmed-wordpiece"; }
 pubmed() {  # NAME TOKENIZER [convert-dataset options]
   have "$1" || { step "PubMed shards $1"; name=$1 tok=$2; shift 2
     $FOUNDRY convert-dataset "$PUBMED"/pubmed*.xml.gz --out "$DATA/$name" ${tok:+--tokenizer "$tok"} \

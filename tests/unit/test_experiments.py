@@ -87,14 +87,20 @@ def test_training_seconds_sum_each_windows_tokens_over_its_rate(tmp_path):
 
 
 def test_context_verdict_extrapolation_degradation_and_the_stop():
-    results = {"alibi": {128: 20.0, 256: 19.0, 1024: 19.5}, "rope": {128: 20.0, 256: 45.0, 1024: 300.0},
+    results = {"alibi": {16: 25.0, 128: 20.0, 256: 19.0, 1024: 19.5},
+               "rope": {16: 25.0, 128: 20.0, 256: 45.0, 1024: 300.0},
                "gpt2": {128: 21.0, 256: "error: ... cannot score 256-token windows", 1024: "error: ..."}}
-    text = ex.context_verdict(results)
-    assert "MPT, ALiBi: perplexity 20.0 at 128 tokens, 19.5 at 1024 (0.97x): extrapolates" in text
-    assert "MPT, RoPE: perplexity 20.0 at 128 tokens, 300.0 at 1024 (15.00x): degrades" in text
+    text = ex.context_verdict(results, trained=128)
+    assert "MPT, ALiBi: perplexity 20.0 at 128 tokens (25.0 at 16: context helps 20.0%), 19.5 at 1024 (0.97x): " \
+        "extrapolates" in text
+    assert "MPT, RoPE: perplexity 20.0 at 128 tokens (25.0 at 16: context helps 20.0%), 300.0 at 1024 (15.00x): " \
+        "degrades" in text
     assert "GPT-2, learned positions: perplexity 21.0 at 128 tokens; stops at 256 tokens with a one-line error: " \
         "error: ... cannot score 256-token windows." in text
     assert "At 1024 tokens the lowest perplexity is MPT, ALiBi's." in text
+    assert "The claim holds here: ALiBi extrapolates where RoPE degrades." in text
+    results["rope"][1024] = 20.5
+    assert "does not separate the two schemes" in ex.context_verdict(results, trained=128)
 
 
 def test_size_verdict_marks_the_best_and_chinchillas_choice():
