@@ -50,6 +50,9 @@ def _main(
                                   callback=_print_version),
 ) -> None:
     _state["debug"] = debug
+    from llmfoundry.quiet import drop_known_notices
+
+    drop_known_notices()
 
 
 class Mode(str, Enum):
