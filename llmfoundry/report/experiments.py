@@ -205,10 +205,14 @@ def _cell(value: float | str | None) -> str:
     return f"{value:.2f}" if isinstance(value, float) else "stops (one-line error, below)"
 
 
+EXTRAPOLATES = 1.1  # a perplexity at the longest window within 10% of the trained length's counts as extrapolating
+
+
 def context_verdict(results: dict[str, dict[int, float | str]], trained: int) -> str:
     """Per arm: how much context helps up to the trained length (shorter windows), and the ratio at the longest
     window to the trained one; then whether the measurement separates ALiBi from RoPE at all."""
-    parts, ratios = [], {}
+    parts: list[str] = []
+    extrapolates: dict[str, bool] = {}  # per arm scored past its training length
     for arm, by_len in results.items():
         base = by_len.get(trained)
         if not isinstance(base, float):
@@ -222,9 +226,10 @@ def context_verdict(results: dict[str, dict[int, float | str]], trained: int) ->
         scored = [n for n in longer if isinstance(by_len[n], float)]
         stopped = [n for n in longer if not isinstance(by_len[n], float)]
         if scored:
-            ratios[arm] = by_len[scored[-1]] / base  # type: ignore[operator]
-            text += (f", {by_len[scored[-1]]:.1f} at {scored[-1]} ({ratios[arm]:.2f}x): "
-                     f"{'extrapolates (within 10%)' if ratios[arm] <= 1.1 else 'degrades past its training length'}")
+            ratio = by_len[scored[-1]] / base  # type: ignore[operator]
+            extrapolates[arm] = ratio <= EXTRAPOLATES
+            text += (f", {by_len[scored[-1]]:.1f} at {scored[-1]} ({ratio:.2f}x): "
+                     f"{'extrapolates (within 10%)' if extrapolates[arm] else 'degrades past its training length'}")
         if stopped:
             text += f"; stops at {stopped[0]} tokens with a one-line error: {str(by_len[stopped[0]]).strip()}"
         parts.append(text + ".")
@@ -233,8 +238,7 @@ def context_verdict(results: dict[str, dict[int, float | str]], trained: int) ->
     if longest is not None and len(at_longest) > 1:
         best = min(at_longest, key=lambda a: at_longest[a])  # type: ignore[arg-type, return-value]
         parts.append(f"At {longest} tokens the lowest perplexity is {C_ARMS[best]}'s.")
-    if "alibi" in ratios and "rope" in ratios:
-        holds = {arm: ratios[arm] <= 1.1 for arm in ("alibi", "rope")}
+    if "alibi" in extrapolates and "rope" in extrapolates:
         parts.append({
             (True, False): "The claim holds here: ALiBi extrapolates where RoPE degrades.",
             (True, True): "RoPE extrapolates here too, so this miniature does not separate the two schemes: the "
@@ -242,7 +246,7 @@ def context_verdict(results: dict[str, dict[int, float | str]], trained: int) ->
                           "size; ALiBi's lower perplexity is there already at the training length.",
             (False, False): "Neither extrapolates here.",
             (False, True): "The claim fails here: RoPE extrapolates and ALiBi degrades.",
-        }[holds["alibi"], holds["rope"]])
+        }[extrapolates["alibi"], extrapolates["rope"]])
     return " ".join(parts)
 
 
