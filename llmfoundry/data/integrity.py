@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from streaming import StreamingDataset
+from streaming.base.world import World
 
+from llmfoundry.data.registration import registration_lock
 from llmfoundry.errors import UserError
 
 HASH = "xxh64"  # what convert-dataset writes: 5x faster than sha1 here, and streaming's validate_hash knows it
@@ -95,7 +97,8 @@ class CheckedStreamingDataset(StreamingDataset):
     """StreamingDataset that verifies each shard's hash on first use and names the file when one goes bad."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        with registration_lock(World.detect().is_local_leader):
+            super().__init__(*args, **kwargs)
         self._verified: set[int] = set()
 
     def shard_file(self, shard_id: int) -> Path:
